@@ -1,0 +1,18 @@
+'use strict'
+// Public entry of cds-native-messaging: the service classes of every kind, the error class and codes.
+// The napi-generated loader lives in native/native.js and is loaded lazily by lib/native.js.
+const { NativeMessagingError, codes } = require('./lib/errors')
+
+module.exports = {
+  NativeMessagingError,
+  codes,
+  get NativeMessagingService() {
+    return require('./srv/NativeMessagingService')
+  },
+  get NativeLocalMessaging() {
+    return require('./srv/local-messaging')
+  },
+  get NativeFileBasedMessaging() {
+    return require('./srv/file-based-messaging')
+  }
+}

@@ -1,0 +1,72 @@
+//! Engine configuration, validated before anything starts.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::log::Logger;
+use crate::policy::RetryPolicy;
+use crate::transport::file::{FileConfig, FileTransport};
+use crate::transport::local::LocalTransport;
+use crate::transport::Transport;
+
+/// Which backend an engine talks to, with its settings.
+#[derive(Debug, Clone)]
+pub enum TransportConfig {
+    /// The in-process queue of `native-local-messaging`.
+    Local,
+    /// The box file of `native-file-based-messaging`.
+    File(FileConfig),
+}
+
+impl TransportConfig {
+    /// Creates the transport.
+    pub fn build(&self, log: &Logger) -> Result<Arc<dyn Transport>> {
+        Ok(match self {
+            TransportConfig::Local => Arc::new(LocalTransport::new()),
+            TransportConfig::File(c) => Arc::new(FileTransport::new(c.clone(), log.clone())?),
+        })
+    }
+}
+
+/// Everything an engine needs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The service name, used in log lines.
+    pub name: String,
+    /// Redelivery settings.
+    pub policy: RetryPolicy,
+    /// Deliveries unsettled at once (≥ 1).
+    pub max_in_flight: usize,
+    /// Deliveries handed to the handlers in one call (≥ 1).
+    pub max_batch: usize,
+    /// The backend.
+    pub transport: TransportConfig,
+}
+
+impl EngineConfig {
+    /// A configuration with defaults for `transport`.
+    pub fn new(name: impl Into<String>, transport: TransportConfig) -> Self {
+        EngineConfig {
+            name: name.into(),
+            policy: RetryPolicy::default(),
+            max_in_flight: 100,
+            max_batch: 100,
+            transport,
+        }
+    }
+
+    /// Checks every value; errors carry `INVALID_CONFIG` and name the option.
+    pub fn validate(&self) -> Result<()> {
+        self.policy.validate()?;
+        if self.max_in_flight == 0 {
+            return Err(Error::config("maxInFlight must be at least 1"));
+        }
+        if self.max_batch == 0 {
+            return Err(Error::config("maxBatch must be at least 1"));
+        }
+        if let TransportConfig::File(f) = &self.transport {
+            f.validate()?;
+        }
+        Ok(())
+    }
+}

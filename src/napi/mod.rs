@@ -1,0 +1,338 @@
+//! The JavaScript boundary: the only module that uses `#[napi]`. It converts values and delegates
+//! to [`crate::engine::Engine`].
+//!
+//! Errors cross the boundary as `Error` objects whose message starts with the stable code
+//! (`"INVALID_CONFIG: …"`); `lib/errors.js` turns them into `NativeMessagingError`s with `code`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use napi::bindgen_prelude::{FnArgs, Promise};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use napi_derive::napi;
+
+use crate::config::{EngineConfig, TransportConfig};
+use crate::engine::{Engine, Handler};
+use crate::error::{Error, ErrorCode, Result};
+use crate::log::{Level, LogSink};
+use crate::message::{HandlerError, Inbound, Outbound, Outcome};
+use crate::policy::RetryPolicy;
+use crate::subscriptions::TopicSet;
+use crate::transport::file::FileConfig;
+
+/// Options of a native engine, as mapped by `srv/<kind>.js` from `cds.requires.<service>`.
+/// Durations are in milliseconds.
+#[napi(object)]
+#[derive(Debug, Default)]
+pub struct EngineOptions {
+    /// Service name for log lines.
+    pub name: Option<String>,
+    /// Backend: `"local"` or `"file"`.
+    pub transport: String,
+    /// Deliveries in total before a message is dead-lettered (default 3; 1 = no redelivery).
+    pub max_attempts: Option<f64>,
+    /// Delay before the first redelivery (default 200 ms); doubles on every attempt.
+    pub retry_delay: Option<f64>,
+    /// Upper bound of the redelivery delay (default 30 000 ms).
+    pub max_retry_delay: Option<f64>,
+    /// Deliveries unsettled at once (default 100).
+    pub max_in_flight: Option<f64>,
+    /// Deliveries handed to JavaScript in one call (default 100).
+    pub max_batch: Option<f64>,
+    /// File box: path of the box file (absolute).
+    pub file: Option<String>,
+    /// File box: dead-letter box (default `<file>.dead`).
+    pub dead_letter_file: Option<String>,
+    /// File box: where malformed lines go (default `<file>.malformed`).
+    pub malformed_file: Option<String>,
+    /// File box: longest time between two reads of the box (default 1000 ms).
+    pub interval: Option<f64>,
+    /// File box: react to file-change notifications (default true).
+    pub watch: Option<bool>,
+    /// File box: how long to wait for the box lock (default 5000 ms).
+    pub lock_timeout: Option<f64>,
+    /// File box: age after which a foreign lock is stale (default 10 000 ms).
+    pub stale_lock_after: Option<f64>,
+    /// File box: flush every write to disk before an emit resolves (default true).
+    pub fsync: Option<bool>,
+}
+
+/// A batch of inbound messages handed to JavaScript (parallel arrays: cheap to cross the boundary).
+#[napi(object)]
+pub struct InboundBatch {
+    /// Topic of each message.
+    pub topics: Vec<String>,
+    /// Serialized body of each message.
+    pub payloads: Vec<String>,
+    /// Delivery attempt of each message (1 = first delivery).
+    pub attempts: Vec<u32>,
+}
+
+/// Why a handler refused a message, as reported by JavaScript.
+#[napi(object)]
+pub struct HandlerFailure {
+    /// The error message.
+    pub message: String,
+    /// The error's `code`, if any.
+    pub code: Option<String>,
+    /// `true` when retrying cannot help (`err.unrecoverable`).
+    pub unrecoverable: Option<bool>,
+}
+
+/// The effective delivery guarantee of an engine.
+#[napi(object)]
+pub struct GuaranteeInfo {
+    /// `at-least-once` or `at-most-once`.
+    pub delivery: String,
+    /// Where exhausted messages go.
+    pub dead_letter: String,
+    /// One sentence for the startup log.
+    pub summary: String,
+}
+
+/// A message that exhausted its attempts (kept in memory by the local kind).
+#[napi(object)]
+pub struct DeadLetterInfo {
+    /// Topic.
+    pub topic: String,
+    /// Serialized body.
+    pub payload: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last handler error's message.
+    pub error: String,
+}
+
+type JsHandler =
+    ThreadsafeFunction<InboundBatch, Promise<Vec<Option<HandlerFailure>>>, InboundBatch, Status, false>;
+type JsLog =
+    ThreadsafeFunction<FnArgs<(String, String)>, (), FnArgs<(String, String)>, Status, false, true>;
+
+fn to_js(e: Error) -> napi::Error {
+    napi::Error::new(
+        Status::GenericFailure,
+        format!("{}: {}", e.code.as_str(), e.full_message()),
+    )
+}
+
+fn millis(name: &str, v: Option<f64>, default: u64) -> Result<Duration> {
+    Ok(Duration::from_millis(count(name, v, default)?))
+}
+
+fn count(name: &str, v: Option<f64>, default: u64) -> Result<u64> {
+    match v {
+        None => Ok(default),
+        Some(x) if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 1e12 => Ok(x as u64),
+        Some(x) => Err(Error::config(format!(
+            "{name} must be a non-negative whole number, got {x}"
+        ))),
+    }
+}
+
+fn small(name: &str, v: Option<f64>, default: u64) -> Result<u32> {
+    let n = count(name, v, default)?;
+    u32::try_from(n).map_err(|_| Error::config(format!("{name} is too large: {n}")))
+}
+
+fn config(o: EngineOptions) -> Result<EngineConfig> {
+    let transport = match o.transport.as_str() {
+        "local" => TransportConfig::Local,
+        "file" => {
+            let path = o.file.filter(|f| !f.is_empty()).ok_or_else(|| {
+                Error::config("file must be the path of the box file, e.g. \"~/.cds-msg-box\"")
+            })?;
+            let mut f = FileConfig::new(PathBuf::from(path));
+            if let Some(d) = o.dead_letter_file {
+                f.dead_letter_path = d.into();
+            }
+            if let Some(m) = o.malformed_file {
+                f.malformed_path = m.into();
+            }
+            f.poll_interval = millis("interval", o.interval, 1000)?;
+            f.watch = o.watch.unwrap_or(true);
+            f.lock_timeout = millis("lockTimeout", o.lock_timeout, 5000)?;
+            f.stale_lock_after = millis("staleLockAfter", o.stale_lock_after, 10_000)?;
+            f.fsync = o.fsync.unwrap_or(true);
+            TransportConfig::File(f)
+        }
+        other => {
+            return Err(Error::config(format!(
+                "unknown transport '{other}' (expected 'local' or 'file')"
+            )))
+        }
+    };
+    let mut c = EngineConfig::new(o.name.unwrap_or_else(|| "messaging".into()), transport);
+    c.policy = RetryPolicy {
+        max_attempts: small("maxAttempts", o.max_attempts, 3)?,
+        retry_delay: millis("retryDelay", o.retry_delay, 200)?,
+        max_retry_delay: millis("maxRetryDelay", o.max_retry_delay, 30_000)?,
+    };
+    c.max_in_flight = small("maxInFlight", o.max_in_flight, 100)? as usize;
+    c.max_batch = small("maxBatch", o.max_batch, 100)? as usize;
+    Ok(c)
+}
+
+struct JsLogSink(JsLog);
+
+impl LogSink for JsLogSink {
+    fn log(&self, level: Level, message: &str) {
+        let _ = self.0.call(
+            (level.as_str().to_string(), message.to_string()).into(),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
+    }
+}
+
+struct JsBridge(JsHandler);
+
+#[async_trait]
+impl Handler for JsBridge {
+    async fn handle(&self, batch: Vec<Inbound>) -> Result<Vec<Outcome>> {
+        let mut topics = Vec::with_capacity(batch.len());
+        let mut payloads = Vec::with_capacity(batch.len());
+        let mut attempts = Vec::with_capacity(batch.len());
+        for m in batch {
+            topics.push(m.topic);
+            payloads.push(m.payload);
+            attempts.push(m.attempt);
+        }
+        let fail = |e: napi::Error| {
+            Error::new(
+                ErrorCode::HandlerFailed,
+                format!("the JavaScript message handler failed: {}", e.reason),
+            )
+        };
+        let promise = self
+            .0
+            .call_async_catch(InboundBatch {
+                topics,
+                payloads,
+                attempts,
+            })
+            .await
+            .map_err(fail)?;
+        let outcomes = promise.await.map_err(fail)?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| match o {
+                None => Outcome::Ack,
+                Some(f) => Outcome::Failed(HandlerError {
+                    message: f.message,
+                    code: f.code,
+                    unrecoverable: f.unrecoverable.unwrap_or(false),
+                }),
+            })
+            .collect())
+    }
+}
+
+/// One messaging engine (one per CAP messaging service). Used by `srv/NativeMessagingService.js`.
+#[napi]
+pub struct NativeEngine {
+    inner: Arc<Engine>,
+}
+
+#[napi]
+impl NativeEngine {
+    /// Validates the options and creates the engine (the file box is created if missing).
+    /// `log(level, message)` receives the engine's log lines.
+    #[napi(constructor)]
+    pub fn new(options: EngineOptions, log: Option<JsLog>) -> napi::Result<Self> {
+        let sink = log.map(|l| Arc::new(JsLogSink(l)) as Arc<dyn LogSink>);
+        let engine = config(options)
+            .and_then(|c| Engine::new(c, sink))
+            .map_err(to_js)?;
+        Ok(NativeEngine {
+            inner: Arc::new(engine),
+        })
+    }
+
+    /// The effective delivery guarantee.
+    #[napi]
+    pub fn guarantee(&self) -> GuaranteeInfo {
+        let g = self.inner.guarantee();
+        GuaranteeInfo {
+            delivery: g.delivery.to_string(),
+            dead_letter: g.dead_letter,
+            summary: g.summary,
+        }
+    }
+
+    /// Starts consuming. `handler(batch)` must return a Promise of one entry per message:
+    /// `null` to acknowledge, or a `HandlerFailure` to nack. A rejected Promise or a throw
+    /// redelivers the whole batch.
+    #[napi(ts_args_type = "handler: (batch: InboundBatch) => Promise<Array<HandlerFailure | null>>")]
+    pub async fn listen(&self, handler: JsHandler) -> napi::Result<()> {
+        self.inner
+            .listen(Arc::new(JsBridge(handler)))
+            .await
+            .map_err(to_js)
+    }
+
+    /// Replaces the consumed topics; `all` consumes every topic.
+    #[napi]
+    pub fn subscribe(&self, topics: Vec<String>, all: bool) -> napi::Result<()> {
+        self.inner
+            .subscribe(TopicSet {
+                topics: topics.into_iter().collect(),
+                all,
+            })
+            .map_err(to_js)
+    }
+
+    /// Publishes messages (parallel arrays). Resolves to one entry per message: `null` on success or
+    /// `"CODE: message"`.
+    #[napi]
+    pub async fn publish(
+        &self,
+        topics: Vec<String>,
+        payloads: Vec<String>,
+    ) -> napi::Result<Vec<Option<String>>> {
+        if topics.len() != payloads.len() {
+            return Err(to_js(Error::new(
+                ErrorCode::Internal,
+                "publish: topics and payloads differ in length",
+            )));
+        }
+        let batch = topics
+            .into_iter()
+            .zip(payloads)
+            .map(|(topic, payload)| Outbound { topic, payload })
+            .collect();
+        Ok(self
+            .inner
+            .publish(batch)
+            .await
+            .into_iter()
+            .map(|r| {
+                r.err()
+                    .map(|e| format!("{}: {}", e.code.as_str(), e.full_message()))
+            })
+            .collect())
+    }
+
+    /// Dead letters kept in memory (local kind), oldest first.
+    #[napi]
+    pub fn dead_letters(&self) -> Vec<DeadLetterInfo> {
+        self.inner
+            .dead_letters()
+            .into_iter()
+            .map(|d| DeadLetterInfo {
+                topic: d.message.topic,
+                payload: d.message.payload,
+                attempts: d.message.attempt,
+                error: d.error.message,
+            })
+            .collect()
+    }
+
+    /// Stops consuming, gives back what is in flight, and releases the JavaScript handler so the
+    /// process can exit. Idempotent.
+    #[napi]
+    pub async fn close(&self) -> napi::Result<()> {
+        self.inner.close().await.map_err(to_js)
+    }
+}
