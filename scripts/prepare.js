@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Runs on `npm install` in a clone of this repository: builds the native addon and links the
-// package into its own node_modules so the CAP test apps under __test__/apps resolve it by name.
+// Runs on `npm install` in a clone of this repository: builds the native addon. (The CAP test apps
+// under __test__/apps resolve the package by name through the devDependency `file:.`.)
 'use strict'
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -23,11 +23,3 @@ if (r.status !== 0) {
   process.exit(r.status || 1)
 }
 
-const link = path.join(root, 'node_modules', 'cds-native-messaging')
-try {
-  const st = fs.lstatSync(link)
-  if (!st.isSymbolicLink()) fs.rmSync(link, { recursive: true, force: true })
-  else fs.unlinkSync(link)
-} catch { /* not there yet */ }
-fs.symlinkSync('..', link, 'dir')
-console.log('prepare: linked node_modules/cds-native-messaging -> .')
