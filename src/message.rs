@@ -93,7 +93,9 @@ pub struct Delivery {
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery").field("message", &self.message).finish()
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .finish()
     }
 }
 

@@ -79,7 +79,8 @@ async fn process(batch: Vec<Delivery>, handler: &dyn Handler, s: &Settings) {
             return redeliver_all(settles, &topics_attempts, s, &e.full_message());
         }
     };
-    for ((settle, outcome), (topic, attempt)) in settles.into_iter().zip(outcomes).zip(topics_attempts)
+    for ((settle, outcome), (topic, attempt)) in
+        settles.into_iter().zip(outcomes).zip(topics_attempts)
     {
         match outcome {
             Outcome::Ack => settle.ack(),

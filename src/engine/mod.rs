@@ -97,7 +97,10 @@ impl Engine {
         {
             let mut st = self.state();
             if st.closed {
-                return Err(Error::new(ErrorCode::Closed, "the messaging engine is closed"));
+                return Err(Error::new(
+                    ErrorCode::Closed,
+                    "the messaging engine is closed",
+                ));
             }
             if st.listening {
                 return Err(Error::new(
@@ -132,7 +135,10 @@ impl Engine {
     /// Replaces the set of consumed topics.
     pub fn subscribe(&self, set: TopicSet) -> Result<()> {
         if self.state().closed {
-            return Err(Error::new(ErrorCode::Closed, "the messaging engine is closed"));
+            return Err(Error::new(
+                ErrorCode::Closed,
+                "the messaging engine is closed",
+            ));
         }
         self.subscriptions.set(set);
         Ok(())

@@ -106,8 +106,13 @@ pub struct DeadLetterInfo {
     pub error: String,
 }
 
-type JsHandler =
-    ThreadsafeFunction<InboundBatch, Promise<Vec<Option<HandlerFailure>>>, InboundBatch, Status, false>;
+type JsHandler = ThreadsafeFunction<
+    InboundBatch,
+    Promise<Vec<Option<HandlerFailure>>>,
+    InboundBatch,
+    Status,
+    false,
+>;
 type JsLog =
     ThreadsafeFunction<FnArgs<(String, String)>, (), FnArgs<(String, String)>, Status, false, true>;
 
@@ -264,7 +269,9 @@ impl NativeEngine {
     /// Starts consuming. `handler(batch)` must return a Promise of one entry per message:
     /// `null` to acknowledge, or a `HandlerFailure` to nack. A rejected Promise or a throw
     /// redelivers the whole batch.
-    #[napi(ts_args_type = "handler: (batch: InboundBatch) => Promise<Array<HandlerFailure | null>>")]
+    #[napi(
+        ts_args_type = "handler: (batch: InboundBatch) => Promise<Array<HandlerFailure | null>>"
+    )]
     pub async fn listen(&self, handler: JsHandler) -> napi::Result<()> {
         self.inner
             .listen(Arc::new(JsBridge(handler)))

@@ -8,8 +8,12 @@ const args = JSON.parse(argsJson || '{}')
 async function emit(m) {
   const { n, from = 0, topic = 'reviewed', sequential = false, exit = true } = args
   const t0 = Date.now()
+  // @sap/cds's file-based emitter waits for its lock on unref'd timers: without a ref'd handle the
+  // process would end in the middle of emitting when another process holds the lock.
+  const keepAlive = setInterval(() => {}, 1000)
   if (sequential) for (let i = from; i < from + n; i++) await m.emit(topic, { i }, { sender: process.pid })
   else await Promise.all(Array.from({ length: n }, (_, k) => m.emit(topic, { i: from + k }, { sender: process.pid })))
+  clearInterval(keepAlive)
   console.log(JSON.stringify({ emitted: n, ms: Date.now() - t0 }))
   // A short-lived script: leave right away, without shutdown hooks.
   if (exit) process.exit(0)

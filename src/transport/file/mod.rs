@@ -251,7 +251,10 @@ impl Transport for FileTransport {
     async fn start(&self, ctx: TransportContext) -> Result<()> {
         let mut slot = self.consumer();
         if slot.is_some() {
-            return Err(Error::new(ErrorCode::Internal, "file transport started twice"));
+            return Err(Error::new(
+                ErrorCode::Internal,
+                "file transport started twice",
+            ));
         }
         lock_live().insert(self.instance);
         let wake = Arc::new(Notify::new());

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::line::{self, Claim, Line, Owner};
 use super::lock::{io_err, process_alive, BoxLock};
-use crate::error::Result;
+use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
 use crate::subscriptions::TopicSet;
 
@@ -138,6 +138,7 @@ impl BoxStore {
     /// Settles our claims and claims new messages, in one pass under the lock.
     pub fn cycle(&self, input: CycleInput<'_>, log: &Logger) -> Result<CycleResult> {
         let _guard = self.lock.acquire(log)?;
+        let read_ino = Stamp::of(&self.path).map(|s| s.ino);
         let content = match fs::read_to_string(&self.path) {
             Ok(c) => c,
             Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -243,9 +244,16 @@ impl BoxStore {
                             }
                         }
                     } else if owner_gone(&claim.owner, me, live_instances) {
-                        changed = true;
                         let attempt = claim.attempt.saturating_add(1);
-                        if !subscriptions.matches(topic) || result.claimed.len() >= want {
+                        if subscriptions.matches(topic) && result.claimed.len() >= want {
+                            // Ours, but no capacity now: leave the claim (and its attempt count)
+                            // for a later cycle.
+                            out.push('\n');
+                            out.push_str(raw);
+                            continue;
+                        }
+                        changed = true;
+                        if !subscriptions.matches(topic) {
                             // Not ours to process: give it back to whoever subscribes.
                             line::write_message(&mut out, topic, json);
                         } else if attempt > max_attempts {
@@ -291,14 +299,50 @@ impl BoxStore {
             append_to(&self.malformed_path, &malformed, true)?;
         }
         if changed {
-            self.replace(&out)?;
+            self.replace(out, content.len() as u64, read_ino)?;
         }
         result.stamp = Stamp::of(&self.path);
         Ok(result)
     }
 
     /// Replaces the box's content atomically (temp file + rename).
-    fn replace(&self, content: &str) -> Result<()> {
+    ///
+    /// @sap/cds's emitter appends even when it gave up waiting for the lock. Lines appended since we
+    /// read the box (`read_len` bytes) are carried over into the new content; if the box was
+    /// rewritten meanwhile (another inode, or shorter), nothing is written and the cycle fails, to
+    /// be retried.
+    fn replace(&self, mut content: String, read_len: u64, read_ino: Option<u64>) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        let conflict = || {
+            Error::new(
+                ErrorCode::Io,
+                format!(
+                    "box file {} was rewritten by a process that does not hold the lock; retrying",
+                    self.path.display()
+                ),
+            )
+        };
+        match File::open(&self.path) {
+            Ok(mut f) => {
+                let meta = f
+                    .metadata()
+                    .map_err(|e| io_err("cannot read box file", &self.path, e))?;
+                if Some(meta.ino()) != read_ino || meta.len() < read_len {
+                    return Err(conflict());
+                }
+                if meta.len() > read_len {
+                    let mut tail = String::new();
+                    f.seek(SeekFrom::Start(read_len))
+                        .and_then(|_| f.read_to_string(&mut tail))
+                        .map_err(|e| io_err("cannot read box file", &self.path, e))?;
+                    content.push_str(&tail);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(conflict()),
+            Err(e) => return Err(io_err("cannot read box file", &self.path, e)),
+        }
+        let content = content.as_str();
         let mut tmp = self.path.as_os_str().to_owned();
         tmp.push(format!(".{}.tmp", std::process::id()));
         let tmp = PathBuf::from(tmp);

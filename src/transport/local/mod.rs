@@ -40,7 +40,6 @@ impl LocalTransport {
     pub fn new() -> Self {
         Self::default()
     }
-
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -71,17 +70,16 @@ impl Settle for LocalSettle {
                 let _ = me.done.send(Err(closed(&me.message.topic)));
                 return;
             };
-            let message = me.message.clone();
-            if let Err(mpsc::error::SendError(d)) = tx
-                .send(Delivery {
-                    message,
-                    settle: Box::new(me),
-                })
-                .await
-            {
-                d.settle.dead_letter(&HandlerError::new(
-                    "the messaging service was shut down before redelivery",
-                ));
+            match tx.reserve_owned().await {
+                Ok(permit) => {
+                    permit.send(Delivery {
+                        message: me.message.clone(),
+                        settle: Box::new(me),
+                    });
+                }
+                Err(_) => {
+                    let _ = me.done.send(Err(closed(&me.message.topic)));
+                }
             }
         });
     }

@@ -139,7 +139,9 @@ async fn a_handler_failing_once_gets_the_message_again() {
         seen.iter().map(|m| m.attempt).collect::<Vec<_>>(),
         vec![1, 2]
     );
-    assert!(seen.iter().all(|m| m.topic == "t" && m.payload == r#"{"n":1}"#));
+    assert!(seen
+        .iter()
+        .all(|m| m.topic == "t" && m.payload == r#"{"n":1}"#));
     assert!(engine.dead_letters().is_empty());
     engine.close().await.unwrap();
 }
@@ -160,11 +162,7 @@ async fn an_always_failing_handler_dead_letters_after_max_attempts() {
     assert!(err.message.contains("always broken"), "{}", err.message);
 
     assert_eq!(
-        handler
-            .seen()
-            .iter()
-            .map(|m| m.attempt)
-            .collect::<Vec<_>>(),
+        handler.seen().iter().map(|m| m.attempt).collect::<Vec<_>>(),
         vec![1, 2, 3]
     );
     let dead = engine.dead_letters();
@@ -226,4 +224,40 @@ async fn publish_after_close_is_rejected() {
         ErrorCode::Closed
     );
     assert!(handler.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_emit_waiting_for_redelivery_settles_when_the_engine_closes() {
+    let mut c = config(3);
+    c.policy.retry_delay = Duration::from_millis(100);
+    c.policy.max_retry_delay = Duration::from_millis(100);
+    let engine = Arc::new(Engine::new(c, None).unwrap());
+    let handler = Recorder::new(|_: &Inbound, _| failed("fails"));
+    engine.listen(handler.clone()).await.unwrap();
+    engine.subscribe(topics(&["t"])).unwrap();
+
+    let emit = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.publish(vec![msg("t", "{}")]).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while handler.seen().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    engine.close().await.unwrap();
+
+    let results = tokio::time::timeout(Duration::from_secs(2), emit)
+        .await
+        .expect("the emit hangs after close")
+        .unwrap();
+    assert_eq!(
+        results[0].as_ref().unwrap_err().code,
+        ErrorCode::Closed,
+        "{results:?}"
+    );
+    assert!(engine.dead_letters().is_empty());
+    // The redelivery never reaches the handler of a closed engine.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(handler.seen().len(), 1);
 }

@@ -1,1 +1,471 @@
 use super::*;
+
+use std::time::Duration;
+
+use crate::transport::file::lock::{host_name, LockSettings};
+
+/// A pid that does not run (0x7ffffff0).
+const DEAD_PID: u32 = 2147483632;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: BoxStore,
+    log: Logger,
+    me: Owner,
+    next_seq: u64,
+    max_attempts: u32,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("box");
+        let store = BoxStore {
+            lock: BoxLock::new(
+                &path,
+                host_name(),
+                LockSettings {
+                    timeout: Duration::from_millis(500),
+                    stale_after: Duration::from_secs(60),
+                },
+            ),
+            dead_letter_path: dir.path().join("box.dead"),
+            malformed_path: dir.path().join("box.malformed"),
+            path,
+            fsync: false,
+        };
+        Fixture {
+            _dir: dir,
+            store,
+            log: Logger::default(),
+            me: Owner {
+                host: host_name(),
+                pid: std::process::id(),
+                instance: 7,
+            },
+            next_seq: 0,
+            max_attempts: 3,
+        }
+    }
+
+    fn write(&self, content: &str) {
+        fs::write(&self.store.path, content).unwrap();
+    }
+
+    fn read(&self) -> String {
+        fs::read_to_string(&self.store.path).unwrap()
+    }
+
+    fn read_side(path: &Path) -> String {
+        fs::read_to_string(path).unwrap_or_default()
+    }
+
+    fn append(&self, lines: &[(&str, &str)]) {
+        let mut text = String::new();
+        for (topic, json) in lines {
+            line::write_message(&mut text, topic, json);
+        }
+        self.store.append(&text, &self.log).unwrap();
+    }
+
+    fn cycle(&mut self, subs: &[&str], want: usize, settle: &[(u64, SettleOp)]) -> CycleResult {
+        let me = self.me.clone();
+        let live = move |instance: u64| instance == me.instance;
+        let subscriptions = TopicSet {
+            topics: subs.iter().map(|s| s.to_string()).collect(),
+            all: false,
+        };
+        let result = self
+            .store
+            .cycle(
+                CycleInput {
+                    me: &self.me,
+                    live_instances: &live,
+                    next_seq: &mut self.next_seq,
+                    subscriptions: &subscriptions,
+                    want,
+                    settle: settle.iter().cloned().collect(),
+                    max_attempts: self.max_attempts,
+                },
+                &self.log,
+            )
+            .unwrap();
+        // The lock is always released after a cycle.
+        assert!(!self.store.lock.path().exists());
+        result
+    }
+
+    /// The claimed line for `seq` as this fixture's owner writes it.
+    fn claimed(&self, seq: u64, attempt: u32, topic: &str, json: &str) -> String {
+        claimed_by(&self.me, seq, attempt, topic, json)
+    }
+}
+
+fn claimed_by(owner: &Owner, seq: u64, attempt: u32, topic: &str, json: &str) -> String {
+    let mut out = String::new();
+    line::write_claimed(
+        &mut out,
+        &Claim {
+            owner: owner.clone(),
+            seq,
+            attempt,
+        },
+        topic,
+        json,
+    );
+    out
+}
+
+fn claim(seq: u64, topic: &str, json: &str, attempt: u32) -> Claimed {
+    Claimed {
+        seq,
+        topic: topic.into(),
+        json: json.into(),
+        attempt,
+    }
+}
+
+const A1: &str = r#"{"data":{"n":1},"headers":{}}"#;
+const A2: &str = r#"{"data":{"n":2},"headers":{}}"#;
+const B1: &str = r#"{"data":{"b":true},"headers":{"x-correlation-id":"c1"}}"#;
+
+#[test]
+fn ensure_exists_creates_the_box_as_a_newline_and_keeps_existing_content() {
+    let f = Fixture::new();
+    assert!(!f.store.path.exists());
+    f.store.ensure_exists().unwrap();
+    assert_eq!(f.read(), "\n");
+
+    f.write("\nt {}");
+    f.store.ensure_exists().unwrap();
+    assert_eq!(f.read(), "\nt {}");
+}
+
+#[test]
+fn ensure_exists_creates_missing_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a").join("b").join("box");
+    let store = BoxStore {
+        lock: BoxLock::new(
+            &path,
+            host_name(),
+            LockSettings {
+                timeout: Duration::from_millis(100),
+                stale_after: Duration::from_secs(60),
+            },
+        ),
+        dead_letter_path: dir.path().join("dead"),
+        malformed_path: dir.path().join("malformed"),
+        path: path.clone(),
+        fsync: false,
+    };
+    store.ensure_exists().unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), "\n");
+}
+
+#[test]
+fn append_writes_lines_in_the_sap_cds_form() {
+    let f = Fixture::new();
+    f.append(&[("a", A1), ("b", B1)]);
+    assert_eq!(f.read(), format!("\n\na {A1}\nb {B1}"));
+    assert!(!f.store.lock.path().exists(), "lock not released");
+}
+
+#[test]
+fn cycle_claims_subscribed_lines_and_leaves_others_byte_for_byte() {
+    let mut f = Fixture::new();
+    // Other topics, including one with leading white space (which @sap/cds accepts), stay as is.
+    f.write(&format!("\na {A1}\n  b {B1}\nc {{ \"odd\" : 1 }}\na {A2}"));
+    let r = f.cycle(&["a"], 10, &[]);
+    assert_eq!(r.claimed, vec![claim(1, "a", A1, 1), claim(2, "a", A2, 1)]);
+    assert!(r.missing.is_empty());
+    assert_eq!(r.stamp, Stamp::of(&f.store.path));
+    assert_eq!(
+        f.read(),
+        format!(
+            "{}\n  b {B1}\nc {{ \"odd\" : 1 }}{}",
+            f.claimed(1, 1, "a", A1),
+            f.claimed(2, 1, "a", A2)
+        )
+    );
+    assert!(f.read().contains(&format!("\n~claim/{}/", host_name())));
+
+    // Our own claims are not claimed twice.
+    let r = f.cycle(&["a"], 10, &[]);
+    assert!(r.claimed.is_empty());
+    assert_eq!(f.next_seq, 2);
+    assert!(!f.store.malformed_path.exists());
+    assert!(!f.store.dead_letter_path.exists());
+}
+
+#[test]
+fn cycle_without_changes_does_not_rewrite_the_box() {
+    let mut f = Fixture::new();
+    f.write(&format!("\nb {B1}"));
+    let before = Stamp::of(&f.store.path);
+    let r = f.cycle(&["a"], 10, &[]);
+    assert!(r.claimed.is_empty());
+    assert_eq!(r.stamp, before);
+    assert_eq!(f.read(), format!("\nb {B1}"));
+}
+
+#[test]
+fn ack_removes_the_line() {
+    let mut f = Fixture::new();
+    f.append(&[("a", A1), ("b", B1)]);
+    let r = f.cycle(&["a"], 10, &[]);
+    assert_eq!(r.claimed.len(), 1);
+    let r = f.cycle(&["a"], 10, &[(1, SettleOp::Ack)]);
+    assert!(r.claimed.is_empty());
+    assert!(r.missing.is_empty());
+    assert_eq!(f.read(), format!("\nb {B1}"));
+}
+
+#[test]
+fn retry_rewrites_the_attempt_of_the_claim() {
+    let mut f = Fixture::new();
+    f.append(&[("a", A1)]);
+    f.cycle(&["a"], 10, &[]);
+    let r = f.cycle(&["a"], 10, &[(1, SettleOp::Retry { attempt: 2 })]);
+    assert!(
+        r.claimed.is_empty(),
+        "a retried claim must not be claimed again"
+    );
+    assert_eq!(f.read(), f.claimed(1, 2, "a", A1));
+    // It is still ours: a later ack removes it.
+    f.cycle(&["a"], 10, &[(1, SettleOp::Ack)]);
+    assert_eq!(f.read(), "");
+}
+
+#[test]
+fn dead_letter_moves_the_line_to_the_dead_letter_box() {
+    let mut f = Fixture::new();
+    f.append(&[("a", A1), ("b", B1)]);
+    f.cycle(&["a"], 10, &[]);
+    f.cycle(&["a"], 10, &[(1, SettleOp::DeadLetter)]);
+    assert_eq!(f.read(), format!("\nb {B1}"));
+    assert_eq!(
+        Fixture::read_side(&f.store.dead_letter_path),
+        format!("\na {A1}")
+    );
+    // A second dead letter is appended, so the file can be replayed line by line.
+    f.append(&[("a", A2)]);
+    f.cycle(&["a"], 10, &[]);
+    f.cycle(&["a"], 10, &[(2, SettleOp::DeadLetter)]);
+    assert_eq!(
+        Fixture::read_side(&f.store.dead_letter_path),
+        format!("\na {A1}\na {A2}")
+    );
+}
+
+#[test]
+fn release_gives_the_line_back_unclaimed() {
+    let mut f = Fixture::new();
+    f.append(&[("a", A1)]);
+    f.cycle(&["a"], 10, &[]);
+    let r = f.cycle(&["a"], 0, &[(1, SettleOp::Release)]);
+    assert!(r.claimed.is_empty());
+    assert_eq!(f.read(), format!("\na {A1}"));
+    // ... and it can be claimed again, as a first delivery.
+    let r = f.cycle(&["a"], 10, &[]);
+    assert_eq!(r.claimed, vec![claim(2, "a", A1, 1)]);
+}
+
+#[test]
+fn settling_a_claim_that_is_gone_reports_it_missing() {
+    let mut f = Fixture::new();
+    f.append(&[("a", A1)]);
+    f.cycle(&["a"], 10, &[]);
+    f.write("\n");
+    let r = f.cycle(&["a"], 10, &[(1, SettleOp::Ack)]);
+    assert_eq!(r.missing, vec![1]);
+}
+
+#[test]
+fn cycle_on_a_missing_box_recreates_it_and_reports_settles_missing() {
+    let mut f = Fixture::new();
+    let r = f.cycle(&["a"], 10, &[(5, SettleOp::Ack)]);
+    assert_eq!(r.missing, vec![5]);
+    assert!(r.claimed.is_empty());
+    assert_eq!(f.read(), "\n");
+}
+
+#[test]
+fn malformed_lines_and_invalid_json_go_to_the_malformed_box() {
+    let mut f = Fixture::new();
+    f.write(&format!(
+        "\na {A1}\njustoneword\na {{\"broken\":\nb {{not json either\nt\t{{}}"
+    ));
+    let r = f.cycle(&["a"], 10, &[]);
+    assert_eq!(r.claimed, vec![claim(1, "a", A1, 1)]);
+    assert_eq!(
+        Fixture::read_side(&f.store.malformed_path),
+        "\njustoneword\na {\"broken\":\nt\t{}"
+    );
+    // A line on a topic we do not consume is someone else's message, whatever its JSON.
+    assert_eq!(
+        f.read(),
+        format!("{}\nb {{not json either", f.claimed(1, 1, "a", A1))
+    );
+    assert!(!f.store.dead_letter_path.exists());
+}
+
+#[test]
+fn want_limits_how_many_are_claimed() {
+    let mut f = Fixture::new();
+    let payloads: Vec<String> = (0..5).map(|i| format!("{{\"i\":{i}}}")).collect();
+    let lines: Vec<(&str, &str)> = payloads.iter().map(|p| ("a", p.as_str())).collect();
+    f.append(&lines);
+
+    let r = f.cycle(&["a"], 2, &[]);
+    assert_eq!(
+        r.claimed
+            .iter()
+            .map(|c| c.json.as_str())
+            .collect::<Vec<_>>(),
+        vec![payloads[0].as_str(), payloads[1].as_str()]
+    );
+    let content = f.read();
+    assert_eq!(content.matches("\n~claim/").count(), 2);
+    assert_eq!(content.matches("\na {").count(), 3);
+
+    let r = f.cycle(&["a"], 0, &[]);
+    assert!(r.claimed.is_empty());
+
+    let r = f.cycle(&["a"], 10, &[]);
+    assert_eq!(
+        r.claimed.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert_eq!(f.read().matches("\n~claim/").count(), 5);
+}
+
+#[test]
+fn a_claim_of_a_dead_process_is_taken_over_with_the_next_attempt() {
+    let mut f = Fixture::new();
+    let dead = Owner {
+        host: host_name(),
+        pid: DEAD_PID,
+        instance: 1,
+    };
+    f.write(&claimed_by(&dead, 41, 1, "a", A1));
+    let r = f.cycle(&["a"], 10, &[]);
+    assert_eq!(r.claimed, vec![claim(1, "a", A1, 2)]);
+    assert_eq!(f.read(), f.claimed(1, 2, "a", A1));
+    assert!(!f.store.dead_letter_path.exists());
+}
+
+#[test]
+fn a_claim_of_a_dead_process_is_dead_lettered_when_attempts_are_exhausted() {
+    let mut f = Fixture::new();
+    f.max_attempts = 3;
+    let dead = Owner {
+        host: host_name(),
+        pid: DEAD_PID,
+        instance: 1,
+    };
+    f.write(&format!("{}\nb {B1}", claimed_by(&dead, 41, 3, "a", A1)));
+    let r = f.cycle(&["a"], 10, &[]);
+    assert!(r.claimed.is_empty());
+    assert_eq!(f.read(), format!("\nb {B1}"));
+    assert_eq!(
+        Fixture::read_side(&f.store.dead_letter_path),
+        format!("\na {A1}")
+    );
+}
+
+#[test]
+fn a_claim_of_a_dead_process_on_a_topic_we_do_not_consume_is_given_back() {
+    let mut f = Fixture::new();
+    let dead = Owner {
+        host: host_name(),
+        pid: DEAD_PID,
+        instance: 1,
+    };
+    f.write(&claimed_by(&dead, 41, 1, "other", A1));
+    let r = f.cycle(&["a"], 10, &[]);
+    assert!(r.claimed.is_empty());
+    assert_eq!(f.read(), format!("\nother {A1}"));
+}
+
+#[test]
+fn a_claim_of_an_ended_instance_of_this_process_is_taken_over() {
+    let mut f = Fixture::new();
+    let ended = Owner {
+        instance: f.me.instance + 1000,
+        ..f.me.clone()
+    };
+    f.write(&claimed_by(&ended, 3, 2, "a", A1));
+    let r = f.cycle(&["a"], 10, &[]);
+    assert_eq!(r.claimed, vec![claim(1, "a", A1, 3)]);
+    assert_eq!(f.read(), f.claimed(1, 3, "a", A1));
+}
+
+#[test]
+fn claims_of_live_owners_and_other_hosts_are_left_alone() {
+    let mut f = Fixture::new();
+    // Another live engine instance in this process.
+    let sibling = Owner {
+        instance: f.me.instance + 1,
+        ..f.me.clone()
+    };
+    let me = f.me.clone();
+    // Another machine: its pid means nothing here, even one that does not run on this host.
+    let remote = Owner {
+        host: format!("{}-elsewhere", host_name()),
+        pid: DEAD_PID,
+        instance: 1,
+    };
+    // A live process (this one's parent) on this host.
+    let parent = Owner {
+        host: host_name(),
+        pid: std::os::unix::process::parent_id(),
+        instance: 1,
+    };
+    let content = format!(
+        "{}{}{}",
+        claimed_by(&remote, 9, 1, "a", A1),
+        claimed_by(&parent, 10, 1, "a", A2),
+        claimed_by(&sibling, 11, 2, "a", B1),
+    );
+    f.write(&content);
+    let live = move |instance: u64| instance == me.instance || instance == me.instance + 1;
+    let subscriptions = TopicSet {
+        topics: ["a".to_string()].into(),
+        all: false,
+    };
+    let r = f
+        .store
+        .cycle(
+            CycleInput {
+                me: &f.me,
+                live_instances: &live,
+                next_seq: &mut f.next_seq,
+                subscriptions: &subscriptions,
+                want: 10,
+                settle: HashMap::new(),
+                max_attempts: 3,
+            },
+            &f.log,
+        )
+        .unwrap();
+    assert!(r.claimed.is_empty());
+    assert_eq!(f.read(), content);
+}
+
+#[test]
+fn lines_written_by_the_sap_cds_consumer_parse() {
+    let mut f = Fixture::new();
+    // @sap/cds rewrites the box as `lines.join('\n')` and may leave a trailing newline.
+    f.write(&format!("a {A1}\nb {B1}\n"));
+    let r = f.cycle(&["a"], 10, &[]);
+    assert_eq!(r.claimed, vec![claim(1, "a", A1, 1)]);
+    assert!(!f.store.malformed_path.exists());
+    assert!(f.read().contains(&format!("\nb {B1}")));
+
+    let mut g = Fixture::new();
+    g.write(&format!("a {A1}\n\n\na {A2}\n"));
+    let r = g.cycle(&["a"], 10, &[]);
+    assert_eq!(r.claimed, vec![claim(1, "a", A1, 1), claim(2, "a", A2, 1)]);
+    assert!(!g.store.malformed_path.exists());
+}

@@ -1,0 +1,3 @@
+service ReviewsService {
+  action submit(subject : String, reviewer : String, rating : Integer);
+}

@@ -1,0 +1,3 @@
+service ReviewStatsService {
+  function summary() returns String;
+}
