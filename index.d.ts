@@ -1,0 +1,86 @@
+// Public types of cds-native-messaging. (The napi-generated declarations of the native addon are
+// in native/native.d.ts; they are internal.)
+import type cds from '@sap/cds'
+
+/** Stable error codes. */
+export type NativeMessagingErrorCode =
+  | 'INVALID_CONFIG'
+  | 'CONNECTION_FAILED'
+  | 'NO_ROUTE'
+  | 'INVALID_DATA_FORMAT'
+  | 'HANDLER_FAILED'
+  | 'LOCK_TIMEOUT'
+  | 'CLOSED'
+  | 'IO_ERROR'
+  | 'INTERNAL'
+
+export declare const codes: { readonly [K in NativeMessagingErrorCode]: K }
+
+/** Every error this package throws or rejects with. */
+export declare class NativeMessagingError extends Error {
+  constructor(code: NativeMessagingErrorCode, message: string, options?: { cause?: unknown })
+  readonly code: NativeMessagingErrorCode
+}
+
+/** Options of every native kind (`cds.requires.<service>`). Durations in milliseconds. */
+export interface NativeMessagingOptions {
+  kind: string
+  /** Deliveries in total before a message is dead-lettered (default 3; 1 = no redelivery). */
+  maxAttempts?: number
+  /** Delay before the first redelivery (default 200); doubles per attempt with ±20 % jitter. */
+  retryDelay?: number
+  /** Upper bound of the redelivery delay (default 30000). */
+  maxRetryDelay?: number
+  /** Deliveries processed at once (default 100). */
+  maxInFlight?: number
+  /** Deliveries handed to JavaScript in one call (default 100). */
+  maxBatch?: number
+  /** With an `on('*')` handler, consume every topic (default false). */
+  forceListening?: boolean
+  publishPrefix?: string
+  subscribePrefix?: string
+}
+
+/** Options of `native-file-based-messaging`. */
+export interface NativeFileBasedMessagingOptions extends NativeMessagingOptions {
+  /** The box file (default `~/.cds-msg-box`). */
+  file?: string
+  /** Dead-letter box (default `<file>.dead`). */
+  deadLetterFile?: string
+  /** Where malformed lines go (default `<file>.malformed`). */
+  malformedFile?: string
+  /** React to file-change notifications (default true). */
+  watch?: boolean
+  /** Longest time between two reads of the box (default 1000). */
+  interval?: number
+  /** How long to wait for the box lock (default 5000). */
+  lockTimeout?: number
+  /** Age after which a lock of unknown origin is stale (default 10000). */
+  staleLockAfter?: number
+  /** Flush to disk before an emit resolves (default true). */
+  fsync?: boolean
+}
+
+/** A message that exhausted its attempts (kept in memory by the local kind). */
+export interface DeadLetter {
+  topic: string
+  payload: string
+  attempts: number
+  error: string
+}
+
+/** Base class of every native kind. */
+export declare class NativeMessagingService extends cds.MessagingService {
+  /** Starts consuming; called at `cds.once('listening')` (call it yourself in a script without a server). */
+  startListening(): Promise<void>
+  /** Dead letters kept in memory (local kind), oldest first. */
+  deadLetters(): DeadLetter[]
+  /** Stops consuming and releases every native resource; idempotent. */
+  disconnect(): Promise<void>
+}
+
+/** `native-local-messaging`. */
+export declare class NativeLocalMessaging extends NativeMessagingService {}
+
+/** `native-file-based-messaging`. */
+export declare class NativeFileBasedMessaging extends NativeMessagingService {}
