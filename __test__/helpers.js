@@ -60,3 +60,38 @@ async function until(check, timeout = 10000, what = 'condition') {
 }
 
 module.exports = { tmpDir, peer, until }
+
+/**
+ * Fails (never skips) when a broker is not reachable, saying how to start it. Call it in `beforeAll`
+ * of every suite that needs a broker; CI must fail loudly when a broker is down.
+ */
+async function assertBroker(name, port, howToStart, host = '127.0.0.1') {
+  const net = require('node:net')
+  const ok = await new Promise(resolve => {
+    const s = net.connect({ host, port })
+    const done = v => {
+      s.destroy()
+      resolve(v)
+    }
+    s.setTimeout(2000, () => done(false))
+    s.once('connect', () => done(true))
+    s.once('error', () => done(false))
+  })
+  if (!ok) throw new Error(`${name} is not reachable on ${host}:${port}; this suite needs it. Start it with: ${howToStart}`)
+}
+
+/** A free TCP port on loopback (for private broker instances). */
+function freePort() {
+  const net = require('node:net')
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address()
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+module.exports.assertBroker = assertBroker
+module.exports.freePort = freePort
