@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cloudevents;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod log;
 pub mod message;
 pub mod napi;
 pub mod policy;
+pub mod routing;
 pub mod subscriptions;
 pub mod transport;
 

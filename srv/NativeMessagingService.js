@@ -26,6 +26,7 @@ class NativeMessagingService extends cds.MessagingService {
       const LOG = this.LOG
       if (LOG && LOG[`_${level}`] !== false && typeof LOG[level] === 'function') LOG[level](message)
     }
+    this._maxAttempts = opts.maxAttempts ?? 3
     try {
       this._engine = new NativeEngine(opts, log)
     } catch (e) {
@@ -33,7 +34,7 @@ class NativeMessagingService extends cds.MessagingService {
     }
     // Mutable state lives in one object: cds runs `handle` on transaction objects derived from the
     // service (Object.create), where assigning `this.x = …` would only shadow the service's field.
-    this._native = { outgoing: [], listening: false, closed: false }
+    this._native = { outgoing: [], listening: false, closed: false, onFailure: null }
     await super.init()
     this._onShutdown = () => this.disconnect()
     cds.on('shutdown', this._onShutdown)
@@ -66,6 +67,33 @@ class NativeMessagingService extends cds.MessagingService {
     return { event: topic, data: json.data, headers: json.headers || {} }
   }
 
+  /** CAP's topic preparation (prefixes, `$appId`), plus `$namespace` from the binding. */
+  prepareTopic(topic, inbound) {
+    const t = super.prepareTopic(topic, inbound)
+    return t.includes('$namespace') ? t.replace(/\$namespace/g, this.namespace ?? '') : t
+  }
+
+  /** The namespace of the binding (`credentials.namespace`), if any. */
+  get namespace() {
+    return this.options.credentials?.namespace
+  }
+
+  /**
+   * With `format: 'cloudevents'`: fills the missing CloudEvents attributes (in native code) and
+   * rejects headers that do not form a valid CloudEvents 1.0 event. Headers the app set are kept.
+   */
+  prepareHeaders(headers, event) {
+    if (this.options.format !== 'cloudevents') return
+    const source = this.namespace ? `/${this.namespace.replace(/^\//, '')}` : `/default/sap.cap/${process.pid}`
+    let completed
+    try {
+      completed = native().completeCloudEventHeaders(JSON.stringify(headers), event, source)
+    } catch (e) {
+      throw fromNative(e)
+    }
+    Object.assign(headers, JSON.parse(completed))
+  }
+
   on(event, ...rest) {
     const res = super.on(event, ...rest)
     if (this._native?.listening) this._subscribe()
@@ -75,6 +103,7 @@ class NativeMessagingService extends cds.MessagingService {
   async handle(msg) {
     if (msg.inbound) return super.handle(msg)
     const _msg = this.message4(msg)
+    if (this.options.structured && typeof _msg.data === 'string') _msg.data = { message: _msg.data }
     const payload = this.serialize(_msg)
     return new Promise((resolve, reject) => {
       const state = this._native
@@ -138,23 +167,51 @@ class NativeMessagingService extends cds.MessagingService {
     return Promise.all(all)
   }
 
-  async _process(topic, payload) {
+  async _process(topic, payload, attempt) {
     let msg
     try {
       msg = this.deserialize(topic, JSON.parse(payload))
     } catch (e) {
-      return { message: `message on topic '${topic}' is not valid: ${e.message}`, code: codes.INVALID_DATA_FORMAT, unrecoverable: true }
+      const err = new NativeMessagingError(codes.INVALID_DATA_FORMAT, `message on topic '${topic}' is not valid JSON: ${e.message}`)
+      const raw = { event: topic, data: payload, headers: {}, inbound: true }
+      return this._failure(err, raw, attempt, true)
     }
     try {
       await this.processInboundMsg({}, msg)
       return null
     } catch (e) {
-      const err = e || new Error('handler rejected without an error')
-      return {
-        message: String(err.message ?? err),
-        code: err.code == null ? undefined : String(err.code),
-        unrecoverable: !!err.unrecoverable || err.code === 'NO_HANDLER_FOUND'
+      return this._failure(e || new Error('handler rejected without an error'), msg, attempt, false)
+    }
+  }
+
+  /**
+   * Registers the application's error hook, called when handlers fail or a message cannot be parsed
+   * (`err.code === 'INVALID_DATA_FORMAT'`). It returns (or resolves to) `'ack'` to drop the
+   * message as handled, `'dead-letter'` to give up now, or `'retry'` / nothing for the default
+   * policy (redelivery up to `maxAttempts`). Modelled on CAP Java's messaging error handler.
+   * @param {(err: Error, msg: object, info: { attempt: number, maxAttempts: number }) => any} hook
+   */
+  onFailure(hook) {
+    if (typeof hook !== 'function') throw new NativeMessagingError(codes.INVALID_CONFIG, 'onFailure(hook) needs a function')
+    this._native.onFailure = hook
+    return this
+  }
+
+  async _failure(err, msg, attempt, unparsable) {
+    let decision
+    const hook = this._native.onFailure
+    if (hook) {
+      try {
+        decision = await hook(err, msg, { attempt, maxAttempts: this._maxAttempts })
+      } catch (e) {
+        this.LOG.error(`${this.name}: the onFailure hook threw for a message on topic '${msg.event}':`, e)
       }
+    }
+    if (decision === 'ack') return null
+    return {
+      message: String(err.message ?? err),
+      code: err.code == null ? undefined : String(err.code),
+      unrecoverable: decision === 'dead-letter' || (decision !== 'retry' && (unparsable || !!err.unrecoverable || err.code === 'NO_HANDLER_FOUND'))
     }
   }
 

@@ -20,6 +20,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::log::{Level, LogSink};
 use crate::message::{HandlerError, Inbound, Outbound, Outcome};
 use crate::policy::RetryPolicy;
+use crate::routing::{Route, Router, Unmatched};
 use crate::subscriptions::TopicSet;
 use crate::transport::file::FileConfig;
 
@@ -342,4 +343,86 @@ impl NativeEngine {
     pub async fn close(&self) -> napi::Result<()> {
         self.inner.close().await.map_err(to_js)
     }
+}
+
+/// One route of a composite messaging service.
+#[napi(object)]
+pub struct RouteSpec {
+    /// The `cds.requires` name of the child service.
+    pub service: String,
+    /// Glob patterns (`**`, `*`, `?` with CAP's meaning; anchored; other characters literal).
+    pub patterns: Vec<String>,
+}
+
+/// The compiled routing table of `native-composite-messaging`.
+#[napi]
+pub struct NativeRouter {
+    inner: Router,
+}
+
+#[napi]
+impl NativeRouter {
+    /// Compiles the routes once. `unmatched` is `'error'` (default), `'drop'` or a service name.
+    #[napi(constructor)]
+    pub fn new(routes: Vec<RouteSpec>, unmatched: Option<String>) -> napi::Result<Self> {
+        let routes = routes
+            .into_iter()
+            .map(|r| Route {
+                target: r.service,
+                patterns: r.patterns,
+            })
+            .collect();
+        Unmatched::parse(unmatched.as_deref())
+            .and_then(|u| Router::new(routes, u))
+            .map(|inner| NativeRouter { inner })
+            .map_err(to_js)
+    }
+
+    /// The services a topic goes to, each once, in route order (empty: drop). Throws `NO_ROUTE`.
+    #[napi]
+    pub fn route(&self, topic: String) -> napi::Result<Vec<String>> {
+        self.inner
+            .route(&topic)
+            .map(|v| v.into_iter().map(str::to_string).collect())
+            .map_err(to_js)
+    }
+
+    /// The routing table as configured.
+    #[napi]
+    pub fn routes(&self) -> Vec<RouteSpec> {
+        self.inner
+            .routes()
+            .iter()
+            .map(|r| RouteSpec {
+                service: r.target.clone(),
+                patterns: r.patterns.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Fills the missing CloudEvents 1.0 attributes of a header object (JSON) and validates it;
+/// returns the completed headers as JSON. Throws `INVALID_DATA_FORMAT` for an invalid event.
+#[napi]
+pub fn complete_cloud_event_headers(
+    headers: String,
+    event: String,
+    source: String,
+) -> napi::Result<String> {
+    let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&headers)
+        .map_err(|e| {
+            to_js(Error::with_cause(
+                ErrorCode::InvalidDataFormat,
+                "message headers must be a JSON object",
+                e,
+            ))
+        })?;
+    crate::cloudevents::complete_headers(&mut map, &event, &source).map_err(to_js)?;
+    serde_json::to_string(&map).map_err(|e| {
+        to_js(Error::with_cause(
+            ErrorCode::Internal,
+            "cannot serialize headers",
+            e,
+        ))
+    })
 }
