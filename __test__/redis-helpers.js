@@ -65,11 +65,9 @@ const runPeer = (...a) => startPeer(...a).done
 /** Lines of a peer's record file, parsed. */
 function records(file) {
   if (!fs.existsSync(file)) return []
-  return fs
-    .readFileSync(file, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map(l => JSON.parse(l))
+  const lines = fs.readFileSync(file, 'utf8').split('\n')
+  lines.pop() // empty, or a line still being written
+  return lines.filter(Boolean).map(l => JSON.parse(l))
 }
 
 /** A private redis-server on a free loopback port, with an append-only file so restarts keep data. */

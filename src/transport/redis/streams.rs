@@ -30,6 +30,8 @@ use crate::transport::{Guarantee, Transport, TransportContext};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often idle connections are checked with `PING`.
 const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// How often streams are listed when every topic is consumed (`'*'`).
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
@@ -200,6 +202,8 @@ impl Transport for StreamsTransport {
             stop: stop_rx,
             ensured: AtomicU64::new(0),
             read_client: Mutex::new(None),
+            scanned: AtomicBool::new(false),
+            fresh: Mutex::new(HashSet::new()),
         });
         let tasks = vec![
             tokio::spawn(shared.clone().reader()),
@@ -344,6 +348,10 @@ struct Shared {
     ensured: AtomicU64,
     /// Generation and `CLIENT ID` of the read connection (to end a `BLOCK` early).
     read_client: Mutex<Option<(u64, i64)>>,
+    /// Whether streams were listed once (for `'*'`).
+    scanned: AtomicBool,
+    /// Streams that appeared while consuming: their group starts at the first entry.
+    fresh: Mutex<HashSet<String>>,
 }
 
 impl Shared {
@@ -385,19 +393,27 @@ impl Shared {
         if missing.is_empty() {
             return Ok(());
         }
-        let start = if from_start || self.s.from_start {
-            "0"
-        } else {
-            "$"
+        let starts: Vec<&'static str> = {
+            let fresh = lock(&self.fresh);
+            missing
+                .iter()
+                .map(|k| {
+                    if from_start || self.s.from_start || fresh.contains(k) {
+                        "0"
+                    } else {
+                        "$"
+                    }
+                })
+                .collect()
         };
         let mut pipe = ::redis::pipe();
         pipe.ignore_errors();
-        for k in &missing {
+        for (k, start) in missing.iter().zip(&starts) {
             pipe.cmd("XGROUP")
                 .arg("CREATE")
                 .arg(k)
                 .arg(&self.s.group)
-                .arg(start)
+                .arg(*start)
                 .arg("MKSTREAM");
         }
         let group = self.s.group.clone();
@@ -417,7 +433,9 @@ impl Shared {
             })
             .await?;
         let mut ready = lock(&self.ready);
-        for (k, r) in missing.iter().zip(results) {
+        let mut fresh = lock(&self.fresh);
+        for ((k, r), start) in missing.iter().zip(results).zip(starts) {
+            fresh.remove(k);
             match r {
                 Ok(()) => {
                     self.ctx.log.debug(&format!(
@@ -570,17 +588,22 @@ impl Shared {
                 r = subs.changed() => if r.is_err() { return },
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let Some((_, id)) = *lock(&self.read_client) else {
-                continue;
-            };
-            let mut cmd = ::redis::cmd("CLIENT");
-            cmd.arg("UNBLOCK").arg(id);
-            let _ = with_retry(&self.cmd, self.connect_timeout, "CLIENT UNBLOCK", |mut c| {
-                let cmd = cmd.clone();
-                async move { cmd.query_async::<i64>(&mut c).await }
-            })
-            .await;
+            self.unblock_reader().await;
         }
+    }
+
+    /// Ends the reader's blocking `XREADGROUP` so that it reads the current set of streams.
+    async fn unblock_reader(&self) {
+        let Some((_, id)) = *lock(&self.read_client) else {
+            return;
+        };
+        let mut cmd = ::redis::cmd("CLIENT");
+        cmd.arg("UNBLOCK").arg(id);
+        let _ = with_retry(&self.cmd, self.connect_timeout, "CLIENT UNBLOCK", |mut c| {
+            let cmd = cmd.clone();
+            async move { cmd.query_async::<i64>(&mut c).await }
+        })
+        .await;
     }
 
     fn report(&self, failures: u32, why: &str) {
@@ -714,22 +737,30 @@ impl Shared {
 
     async fn janitor(self: Arc<Self>) {
         let period = (self.s.claim_after / 4).max(Duration::from_millis(25));
+        let tick = period.min(Duration::from_millis(500));
         let mut last_discovery: Option<tokio::time::Instant> = None;
+        let mut last_claim = tokio::time::Instant::now();
         loop {
-            if !self.pause(period).await {
+            if !self.pause(tick).await {
                 return;
             }
             if self.ctx.subscriptions.snapshot().all
-                && last_discovery.is_none_or(|t| t.elapsed() >= Duration::from_secs(2))
+                && last_discovery.is_none_or(|t| t.elapsed() >= DISCOVERY_INTERVAL)
             {
                 last_discovery = Some(tokio::time::Instant::now());
-                if let Err(e) = self.discover().await {
-                    self.ctx.log.debug(&format!(
-                        "cannot list streams: {}",
-                        e.full_message()
-                    ));
+                match self.discover().await {
+                    Ok(true) => self.unblock_reader().await,
+                    Ok(false) => {}
+                    Err(e) => self
+                        .ctx
+                        .log
+                        .debug(&format!("cannot list streams: {}", e.full_message())),
                 }
             }
+            if last_claim.elapsed() < period {
+                continue;
+            }
+            last_claim = tokio::time::Instant::now();
             if let Err(e) = self.touch().await {
                 self.ctx.log.debug(&format!(
                     "cannot refresh pending messages: {}",
@@ -883,8 +914,9 @@ impl Shared {
         Ok(())
     }
 
-    /// Lists the streams under the prefix (for `'*'`).
-    async fn discover(&self) -> Result<()> {
+    /// Lists the streams under the prefix (for `'*'`); `true` when new streams were found. Streams
+    /// that appear after the first listing are read from their first entry.
+    async fn discover(&self) -> Result<bool> {
         let pattern = format!("{}*", glob_escape(&self.s.prefix));
         let mut cursor: u64 = 0;
         let mut found = Vec::new();
@@ -911,8 +943,18 @@ impl Shared {
         }
         found.retain(|k| *k != self.s.dead_letter_stream && !k.ends_with(":dead-letter"));
         found.sort();
-        *lock(&self.discovered) = found;
-        Ok(())
+        let first = !self.scanned.swap(true, Ordering::AcqRel);
+        let mut discovered = lock(&self.discovered);
+        let new: Vec<String> = found
+            .iter()
+            .filter(|k| !discovered.contains(k))
+            .cloned()
+            .collect();
+        if !first {
+            lock(&self.fresh).extend(new.iter().cloned());
+        }
+        *discovered = found;
+        Ok(!new.is_empty())
     }
 
     /// Removes this consumer from its groups when it has nothing pending (on close).
