@@ -93,6 +93,32 @@ describe('native-redis-messaging streams across processes', () => {
     expect(Math.min(na, nb)).toBeGreaterThan(200)
   })
 
+  test('a message whose handler kills the process each time is dead-lettered after maxAttempts when taken over', async () => {
+    const dir = tmpDir('redis-crash-loop')
+    const topic = 'reviewed'
+    const cfg = config('crash', { maxAttempts: 2, claimAfter: 300 })
+    const dlq = `${cfg.streamPrefix}${cfg.queue.name}:dead-letter`
+    const file = path.join(dir, 'got.jsonl')
+    const consumer = () => startPeer('receive', cfg, { topic, record: file, forever: true, crashOn: 0 })
+    const first = consumer()
+    await first.ready
+    await groupExists(raw, cfg, topic)
+    await runPeer('emit', cfg, { topic, n: 3 }) // { i: 0 } is the poison
+    await first.done.catch(() => {}) // killed by its handler (delivery 1)
+    const second = consumer()
+    await second.done.catch(() => {}) // takes { i: 0 } over and is killed again (delivery 2)
+    const third = consumer()
+    await third.ready
+    const deadIds = async () => (await raw.xRange(dlq, '-', '+')).map(e => JSON.parse(e.message.payload).data.i)
+    await until(async () => (await deadIds()).includes(0), 15000, 'the dead letter')
+    const dead = (await raw.xRange(dlq, '-', '+')).find(e => JSON.parse(e.message.payload).data.i === 0)
+    expect(dead.message.error).toMatch(/delivered 2 time\(s\) without being acknowledged/)
+    // Nothing is lost: messages read together with the poison by the crashing processes count the same
+    // deliveries, so each of them is either processed or dead-lettered beside it.
+    await until(async () => tally([...ids(file), ...(await deadIds())], 3).missing.length === 0, 10000, 'the other messages')
+    expect(third.output()).toMatch(/message on topic 'reviewed' delivered 2 time\(s\) without being acknowledged .* moved to the dead-letter place/)
+  })
+
   test('private Redis restarted mid-stream: nothing is lost', async () => {
     const redis = await privateRedis('streams-restart')
     try {

@@ -5,6 +5,7 @@
 //   receive: records every processed message as a JSON line in args.record (before the handler
 //            returns, so a record exists for every acknowledged message), ends after args.n
 //            distinct messages (or never with args.forever).
+//            With args.crashOn, message { i: crashOn } kills the process with SIGKILL.
 //   emit:    emits args.n messages { i } in chunks of args.chunk.
 const fs = require('node:fs')
 const cds = require('@sap/cds')
@@ -25,7 +26,7 @@ async function emit(m) {
 }
 
 async function receive(m) {
-  const { n = Infinity, topic = 'reviewed', record, delayMs = 0, idleMs = 2000, timeoutMs = 50000, forever = false } = args
+  const { n = Infinity, topic = 'reviewed', record, delayMs = 0, idleMs = 2000, timeoutMs = 50000, forever = false, crashOn } = args
   const seen = new Map()
   let dup = 0
   let last = Date.now()
@@ -33,6 +34,7 @@ async function receive(m) {
   m.on(topic, async msg => {
     if (delayMs) await sleep(delayMs)
     const i = msg.data && msg.data.i
+    if (i === crashOn) process.kill(process.pid, 'SIGKILL') // a handler that takes the process down
     if (record) fs.appendFileSync(record, JSON.stringify({ i, event: msg.event, data: msg.data, headers: msg.headers, inbound: msg.inbound }) + '\n')
     if (seen.has(i)) dup++
     seen.set(i, (seen.get(i) || 0) + 1)

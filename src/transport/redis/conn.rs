@@ -65,9 +65,7 @@ fn ensure_crypto_provider() {
 
 /// The address part of a Redis URL, safe for logs: scheme for TLS, host, port, database.
 pub fn display_address(url: &str) -> Result<String> {
-    let info = url
-        .into_connection_info()
-        .map_err(|_| invalid_url())?;
+    let info = url.into_connection_info().map_err(|_| invalid_url())?;
     let db = info.redis_settings().db();
     let db = if db == 0 {
         String::new()
@@ -91,7 +89,9 @@ fn invalid_url() -> Error {
 
 /// `true` when `url` asks for TLS.
 pub fn is_tls(url: &str) -> bool {
-    url.trim_start().to_ascii_lowercase().starts_with("rediss://")
+    url.trim_start()
+        .to_ascii_lowercase()
+        .starts_with("rediss://")
 }
 
 impl Endpoint {
@@ -160,8 +160,13 @@ pub fn is_fatal(e: &RedisError) -> bool {
 
 #[derive(Clone)]
 enum LinkState {
-    Connecting { last_error: Option<String> },
-    Up { conn: MultiplexedConnection, gen: u64 },
+    Connecting {
+        last_error: Option<String>,
+    },
+    Up {
+        conn: MultiplexedConnection,
+        gen: u64,
+    },
     Closed,
 }
 

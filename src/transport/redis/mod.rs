@@ -165,7 +165,9 @@ impl RedisConfig {
         if self.mode == RedisMode::Streams {
             let s = &self.streams;
             if s.group.is_empty() {
-                return Err(Error::config("queue (the consumer group name) must not be empty"));
+                return Err(Error::config(
+                    "queue (the consumer group name) must not be empty",
+                ));
             }
             if s.consumer.is_empty() {
                 return Err(Error::config("consumer must not be empty"));

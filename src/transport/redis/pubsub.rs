@@ -332,7 +332,8 @@ impl Subscriber {
         let want = self.ctx.subscriptions.snapshot();
         let (sub, unsub, psub, punsub) = plan(current, &want);
         let t = self.config.connect_timeout;
-        let timed = |what: &'static str| move |_| format!("{what}: no answer within {} ms", t.as_millis());
+        let timed =
+            |what: &'static str| move |_| format!("{what}: no answer within {} ms", t.as_millis());
         if psub {
             tokio::time::timeout(t, sink.psubscribe("*"))
                 .await
@@ -352,7 +353,9 @@ impl Subscriber {
                 .await
                 .map_err(timed("SUBSCRIBE"))?
                 .map_err(|e| e.kind_text())?;
-            self.ctx.log.debug(&format!("subscribed to {}", sub.join(", ")));
+            self.ctx
+                .log
+                .debug(&format!("subscribed to {}", sub.join(", ")));
             current.channels.extend(sub);
         }
         if !unsub.is_empty() {

@@ -60,12 +60,7 @@ pub fn entry_payload(fields: &HashMap<String, Value>) -> String {
     names.sort();
     let obj: serde_json::Map<String, serde_json::Value> = names
         .into_iter()
-        .map(|k| {
-            (
-                k.clone(),
-                serde_json::Value::String(value_text(&fields[k])),
-            )
-        })
+        .map(|k| (k.clone(), serde_json::Value::String(value_text(&fields[k]))))
         .collect();
     serde_json::Value::Object(obj).to_string()
 }
@@ -388,7 +383,10 @@ impl Shared {
     async fn ensure_groups(&self, keys: &[String], from_start: bool) -> Result<()> {
         let missing: Vec<String> = {
             let ready = lock(&self.ready);
-            keys.iter().filter(|k| !ready.contains(*k)).cloned().collect()
+            keys.iter()
+                .filter(|k| !ready.contains(*k))
+                .cloned()
+                .collect()
         };
         if missing.is_empty() {
             return Ok(());
@@ -521,7 +519,11 @@ impl Shared {
             };
             let known = matches!(*lock(&self.read_client), Some((g, _)) if g == gen);
             if !known {
-                match ::redis::cmd("CLIENT").arg("ID").query_async::<i64>(&mut conn).await {
+                match ::redis::cmd("CLIENT")
+                    .arg("ID")
+                    .query_async::<i64>(&mut conn)
+                    .await
+                {
                     Ok(id) => *lock(&self.read_client) = Some((gen, id)),
                     Err(e) => self.read.failed(gen, &e),
                 }
@@ -599,10 +601,15 @@ impl Shared {
         };
         let mut cmd = ::redis::cmd("CLIENT");
         cmd.arg("UNBLOCK").arg(id);
-        let _ = with_retry(&self.cmd, self.connect_timeout, "CLIENT UNBLOCK", |mut c| {
-            let cmd = cmd.clone();
-            async move { cmd.query_async::<i64>(&mut c).await }
-        })
+        let _ = with_retry(
+            &self.cmd,
+            self.connect_timeout,
+            "CLIENT UNBLOCK",
+            |mut c| {
+                let cmd = cmd.clone();
+                async move { cmd.query_async::<i64>(&mut c).await }
+            },
+        )
         .await;
     }
 
@@ -810,7 +817,10 @@ impl Shared {
     async fn reclaim(self: &Arc<Self>) -> Result<()> {
         let keys: Vec<String> = {
             let ready = lock(&self.ready);
-            self.keys().into_iter().filter(|k| ready.contains(k)).collect()
+            self.keys()
+                .into_iter()
+                .filter(|k| ready.contains(k))
+                .collect()
         };
         for key in keys {
             let mut cursor = "0-0".to_string();
@@ -861,7 +871,7 @@ impl Shared {
             .arg(&self.s.group)
             .arg(&first.id)
             .arg(&last.id)
-            .arg(claimed.len())
+            .arg(claimed.len() + lock(&self.owned).len())
             .arg(&self.s.consumer);
         let pending: StreamPendingCountReply =
             with_retry(&self.cmd, self.connect_timeout, "XPENDING", |mut c| {
@@ -969,10 +979,15 @@ impl Shared {
                 .arg("+")
                 .arg(1)
                 .arg(&self.s.consumer);
-            let Ok(p) = with_retry(&self.cmd, Duration::from_millis(500), "XPENDING", |mut c| {
-                let cmd = check.clone();
-                async move { cmd.query_async::<StreamPendingCountReply>(&mut c).await }
-            })
+            let Ok(p) = with_retry(
+                &self.cmd,
+                Duration::from_millis(500),
+                "XPENDING",
+                |mut c| {
+                    let cmd = check.clone();
+                    async move { cmd.query_async::<StreamPendingCountReply>(&mut c).await }
+                },
+            )
             .await
             else {
                 return;

@@ -20,7 +20,10 @@ fn display_address_never_shows_credentials() {
         display_address("rediss://user:s3cret@cache.example:6380/2").unwrap(),
         "rediss://cache.example:6380/2"
     );
-    assert_eq!(display_address("redis://127.0.0.1").unwrap(), "127.0.0.1:6379");
+    assert_eq!(
+        display_address("redis://127.0.0.1").unwrap(),
+        "127.0.0.1:6379"
+    );
     let err = display_address("http://:s3cret@x").unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidConfig);
     assert!(!err.full_message().contains("s3cret"));
@@ -35,7 +38,11 @@ fn tls_urls_are_recognised() {
 
 #[test]
 fn a_ca_needs_rediss_and_pem() {
-    let e = Endpoint::new("redis://h:1", Some("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----")).unwrap_err();
+    let e = Endpoint::new(
+        "redis://h:1",
+        Some("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----"),
+    )
+    .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidConfig);
     assert!(e.message.contains("rediss://"));
     let e = Endpoint::new("rediss://:pw@h:1", Some("not a pem")).unwrap_err();
@@ -75,7 +82,11 @@ fn config_validation_names_the_option() {
     assert_eq!(c.validate().unwrap_err().code, ErrorCode::InvalidConfig);
     c.url = "redis://h".into();
     c.reconnect.max = Duration::ZERO;
-    assert!(c.validate().unwrap_err().message.contains("maxReconnectDelay"));
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .message
+        .contains("maxReconnectDelay"));
 }
 
 #[test]
@@ -105,7 +116,10 @@ fn stream_keys_and_topics() {
 #[test]
 fn entry_payload_prefers_the_payload_field() {
     let mut f = HashMap::new();
-    f.insert("payload".to_string(), Value::BulkString(br#"{"data":1}"#.to_vec()));
+    f.insert(
+        "payload".to_string(),
+        Value::BulkString(br#"{"data":1}"#.to_vec()),
+    );
     assert_eq!(entry_payload(&f), r#"{"data":1}"#);
     let mut g = HashMap::new();
     g.insert("b".to_string(), Value::BulkString(b"2".to_vec()));
