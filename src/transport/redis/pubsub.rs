@@ -150,7 +150,7 @@ impl Transport for PubSubTransport {
             self.config.connect_timeout,
             "PUBLISH",
             |mut c| {
-                let pipe = pipe.clone();
+                let pipe = &pipe;
                 async move { pipe.query_async::<()>(&mut c).await }
             },
         )

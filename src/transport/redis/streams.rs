@@ -241,7 +241,7 @@ impl Transport for StreamsTransport {
             c.arg("*").arg("payload").arg(&m.payload).ignore();
         }
         let res = with_retry(&self.cmd, self.config.connect_timeout, "XADD", |mut c| {
-            let pipe = pipe.clone();
+            let pipe = &pipe;
             async move { pipe.query_async::<()>(&mut c).await }
         })
         .await;
@@ -417,7 +417,7 @@ impl Shared {
         let group = self.s.group.clone();
         let results: Vec<std::result::Result<(), String>> =
             with_retry(&self.cmd, self.connect_timeout, "XGROUP CREATE", |mut c| {
-                let pipe = pipe.clone();
+                let pipe = &pipe;
                 async move {
                     let values: Vec<Value> = pipe.query_async(&mut c).await?;
                     Ok(values
@@ -606,7 +606,7 @@ impl Shared {
             self.connect_timeout,
             "CLIENT UNBLOCK",
             |mut c| {
-                let cmd = cmd.clone();
+                let cmd = &cmd;
                 async move { cmd.query_async::<i64>(&mut c).await }
             },
         )
@@ -649,7 +649,7 @@ impl Shared {
             }
             let pipe = self.settle_pipeline(&pending);
             let res = with_retry(&self.cmd, self.connect_timeout, "XACK", |mut c| {
-                let pipe = pipe.clone();
+                let pipe = &pipe;
                 async move { pipe.query_async::<()>(&mut c).await }
             })
             .await;
@@ -807,7 +807,7 @@ impl Shared {
             }
         }
         with_retry(&self.cmd, self.connect_timeout, "XCLAIM", |mut c| {
-            let pipe = pipe.clone();
+            let pipe = &pipe;
             async move { pipe.query_async::<()>(&mut c).await }
         })
         .await
@@ -840,7 +840,7 @@ impl Shared {
                     .arg(count);
                 let reply: StreamAutoClaimReply =
                     with_retry(&self.cmd, self.connect_timeout, "XAUTOCLAIM", |mut c| {
-                        let cmd = cmd.clone();
+                        let cmd = &cmd;
                         async move { cmd.query_async(&mut c).await }
                     })
                     .await?;
@@ -875,7 +875,7 @@ impl Shared {
             .arg(&self.s.consumer);
         let pending: StreamPendingCountReply =
             with_retry(&self.cmd, self.connect_timeout, "XPENDING", |mut c| {
-                let cmd = cmd.clone();
+                let cmd = &cmd;
                 async move { cmd.query_async(&mut c).await }
             })
             .await?;
@@ -941,7 +941,7 @@ impl Shared {
                 .arg("stream");
             let (next, keys): (u64, Vec<String>) =
                 with_retry(&self.cmd, self.connect_timeout, "SCAN", |mut c| {
-                    let cmd = cmd.clone();
+                    let cmd = &cmd;
                     async move { cmd.query_async(&mut c).await }
                 })
                 .await?;
@@ -984,7 +984,7 @@ impl Shared {
                 Duration::from_millis(500),
                 "XPENDING",
                 |mut c| {
-                    let cmd = check.clone();
+                    let cmd = &check;
                     async move { cmd.query_async::<StreamPendingCountReply>(&mut c).await }
                 },
             )
@@ -1001,7 +1001,7 @@ impl Shared {
                 .arg(&self.s.group)
                 .arg(&self.s.consumer);
             let _ = with_retry(&self.cmd, Duration::from_millis(500), "XGROUP", |mut c| {
-                let cmd = del.clone();
+                let cmd = &del;
                 async move { cmd.query_async::<()>(&mut c).await }
             })
             .await;
@@ -1041,7 +1041,7 @@ impl Settle for StreamSettle {
             loop {
                 let res: Result<StreamClaimReply> =
                     with_retry(&shared.cmd, shared.connect_timeout, "XCLAIM", |mut c| {
-                        let cmd = cmd.clone();
+                        let cmd = &cmd;
                         async move { cmd.query_async(&mut c).await }
                     })
                     .await;
