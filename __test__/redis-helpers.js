@@ -13,10 +13,10 @@ const PEER = path.join(__dirname, 'apps', 'redis-peer')
  * `ready` (resolves on its `{"ready":true}` line), `done` (resolves with its last JSON line when it
  * exits with 0), `kill(signal)`, and `output()`.
  */
-function startPeer(role, requires, args = {}, { timeout = 55000 } = {}) {
+function startPeer(role, requires, args = {}, { timeout = 55000, env = {} } = {}) {
   const child = spawn(process.execPath, [path.join(PEER, 'peer.js'), role, JSON.stringify(args)], {
     cwd: PEER,
-    env: { ...process.env, CDS_CONFIG: JSON.stringify({ requires: { messaging: requires } }), NODE_ENV: 'test' },
+    env: { ...process.env, CDS_CONFIG: JSON.stringify({ requires: { messaging: requires } }), NODE_ENV: 'test', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let out = ''
@@ -71,15 +71,16 @@ function records(file) {
 }
 
 /** A private redis-server on a free loopback port, with an append-only file so restarts keep data. */
-async function privateRedis(name) {
+async function privateRedis(name, { password } = {}) {
   const port = await freePort()
   const dir = tmpDir(`redis-${name}`)
   let proc
+  const auth = password ? ['--requirepass', password] : []
   const start = async () => {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always'], {
+    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', ...auth], {
       stdio: 'ignore'
     })
-    await until(() => ping(port), 10000, `redis-server on ${port}`)
+    await until(() => ping(port, password), 10000, `redis-server on ${port}`)
   }
   const stop = async () => {
     if (!proc || proc.exitCode !== null) return
@@ -88,11 +89,12 @@ async function privateRedis(name) {
     await exited
   }
   await start()
-  return { port, url: `redis://127.0.0.1:${port}`, start, stop, restart: async () => (await stop(), await start()) }
+  const url = `redis://${password ? `:${encodeURIComponent(password)}@` : ''}127.0.0.1:${port}`
+  return { port, url, start, stop, restart: async () => (await stop(), await start()) }
 }
 
-async function ping(port) {
-  const c = createClient({ url: `redis://127.0.0.1:${port}`, socket: { reconnectStrategy: false, connectTimeout: 500 } })
+async function ping(port, password) {
+  const c = createClient({ url: `redis://127.0.0.1:${port}`, password, socket: { reconnectStrategy: false, connectTimeout: 500 } })
   c.on('error', () => {})
   try {
     await c.connect()

@@ -83,6 +83,31 @@ describe('native-redis-messaging pub/sub across processes', () => {
     }
   })
 
+  test('credentials from a redis-cache service binding (VCAP_SERVICES), with a password', async () => {
+    const password = 'vcap-pw-789'
+    const redis = await privateRedis('vcap', { password })
+    try {
+      const env = {
+        VCAP_SERVICES: JSON.stringify({
+          'redis-cache': [{ label: 'redis-cache', name: 'my-cache', tags: ['cache'], credentials: { uri: `redis://some-user:${password}@127.0.0.1:${redis.port}` } }]
+        })
+      }
+      const topic = `${run}.vcap`
+      const cfg = { kind: 'native-redis-messaging' } // no credentials: they come from the binding
+      const receiver = startPeer('receive', cfg, { topic, n: 5 }, { env })
+      await receiver.ready
+      const priv = await rawClient(redis.url)
+      await until(async () => (await numsub(priv, topic)) >= 1, 10000, 'the subscription')
+      await priv.quit()
+      await runPeer('emit', cfg, { topic, n: 5 }, { env })
+      const got = await receiver.done
+      expect(got.ids).toEqual(range(0, 5))
+      expect(got.output).not.toContain(password)
+    } finally {
+      await redis.stop()
+    }
+  })
+
   test('a subscriber that crashes on nothing: Redis down at startup, the host keeps running and connects later', async () => {
     const redis = await privateRedis('pubsub-late')
     await redis.stop()

@@ -116,6 +116,15 @@ describe('native-redis-messaging (streams)', () => {
     await until(() => seen.includes('never.subscribed'), 10000, 'the wildcard delivery')
   })
 
+  test('maxLen trims the stream (XADD MAXLEN ~)', async () => {
+    const srv = await cds.connect.to({ kind: 'native-redis-messaging', mode: 'streams', streamPrefix: prefix, queue: `${queue}-trim`, maxLen: 100 })
+    for (let k = 0; k < 10; k++) await Promise.all(Array.from({ length: 100 }, (_, i) => srv.emit('trimmed', { i })))
+    const len = await raw.xLen(`${prefix}trimmed`)
+    expect(len).toBeGreaterThanOrEqual(100)
+    expect(len).toBeLessThan(1000)
+    await srv.disconnect()
+  })
+
   test('invalid streams options fail with INVALID_CONFIG', async () => {
     for (const bad of [{ readCount: 0 }, { claimAfter: 5 }, { maxLen: 0 }, { queue: { name: '' } }, { streamPrefix: 5 }]) {
       const err = await cds.connect.to({ kind: 'native-redis-messaging', mode: 'streams', ...bad }).catch(e => e)
