@@ -116,6 +116,16 @@ describe('native-redis-messaging (streams)', () => {
     await until(() => seen.includes('never.subscribed'), 10000, 'the wildcard delivery')
   })
 
+  test('a message Redis refuses fails alone (WRONGTYPE → NO_ROUTE); the others of the same batch are stored', async () => {
+    await raw.set(`${prefix}not.a.stream`, 'x')
+    const [bad, good] = await Promise.allSettled([ctx.messaging.emit('not.a.stream', {}), ctx.messaging.emit('a.stream', { ok: 1 })])
+    expect(bad.status).toBe('rejected')
+    expect(bad.reason.code).toBe('NO_ROUTE')
+    expect(bad.reason.message).toMatch(/WRONGTYPE/)
+    expect(good.status).toBe('fulfilled')
+    expect(await raw.xLen(`${prefix}a.stream`)).toBe(1)
+  })
+
   test('maxLen trims the stream (XADD MAXLEN ~)', async () => {
     const srv = await cds.connect.to({ kind: 'native-redis-messaging', mode: 'streams', streamPrefix: prefix, queue: `${queue}-trim`, maxLen: 100 })
     for (let k = 0; k < 10; k++) await Promise.all(Array.from({ length: 100 }, (_, i) => srv.emit('trimmed', { i })))

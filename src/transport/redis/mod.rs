@@ -243,5 +243,73 @@ where
     }
 }
 
+/// Sends a pipeline of one command per message of `batch` and reports per message: a message
+/// Redis refused fails alone (`WRONGTYPE` as `NO_ROUTE`, anything else as `CONNECTION_FAILED`, so the
+/// caller may retry); a lost connection fails the whole batch.
+pub(crate) async fn send_batch(
+    link: &conn::Link,
+    wait: Duration,
+    what: &str,
+    pipe: &::redis::Pipeline,
+    batch: &[crate::message::Outbound],
+) -> Vec<Result<()>> {
+    use crate::error::ErrorCode;
+    let res = with_retry(link, wait, what, |mut c| async move {
+        pipe.query_async::<Vec<::redis::Value>>(&mut c).await
+    })
+    .await;
+    match res {
+        Ok(values) if values.len() == batch.len() => batch
+            .iter()
+            .zip(values)
+            .map(|(m, v)| match v {
+                ::redis::Value::ServerError(e) => {
+                    let text = format!("{e:?}");
+                    let code = if text.contains("WRONGTYPE") {
+                        ErrorCode::NoRoute
+                    } else {
+                        ErrorCode::ConnectionFailed
+                    };
+                    Err(Error::new(
+                        code,
+                        format!(
+                            "cannot emit '{}': Redis at {} refused {what}: {text}",
+                            m.topic,
+                            link.display()
+                        ),
+                    ))
+                }
+                _ => Ok(()),
+            })
+            .collect(),
+        Ok(values) => batch
+            .iter()
+            .map(|m| {
+                Err(Error::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "cannot emit '{}': {} replies to {} commands",
+                        m.topic,
+                        values.len(),
+                        batch.len()
+                    ),
+                ))
+            })
+            .collect(),
+        Err(e) => {
+            let text = e.full_message();
+            batch
+                .iter()
+                .map(|m| {
+                    Err(Error::new(
+                        e.code,
+                        format!("cannot emit '{}': {text}", m.topic),
+                    ))
+                })
+                .collect()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

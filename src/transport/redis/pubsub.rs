@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::conn::{Endpoint, ErrorText, Link, LinkSettings};
-use super::{with_retry, RedisConfig};
+use super::{send_batch, RedisConfig};
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
 use crate::message::{DeadLetter, Delivery, HandlerError, Inbound, Outbound, Settle};
@@ -142,34 +142,18 @@ impl Transport for PubSubTransport {
         }
         self.await_subscriptions().await;
         let mut pipe = ::redis::pipe();
+        pipe.ignore_errors();
         for m in &batch {
-            pipe.cmd("PUBLISH").arg(&m.topic).arg(&m.payload).ignore();
+            pipe.cmd("PUBLISH").arg(&m.topic).arg(&m.payload);
         }
-        let res = with_retry(
+        send_batch(
             &self.link,
             self.config.connect_timeout,
             "PUBLISH",
-            |mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async::<()>(&mut c).await }
-            },
+            &pipe,
+            &batch,
         )
-        .await;
-        match res {
-            Ok(()) => batch.iter().map(|_| Ok(())).collect(),
-            Err(e) => {
-                let text = e.full_message();
-                batch
-                    .iter()
-                    .map(|m| {
-                        Err(Error::new(
-                            e.code,
-                            format!("cannot emit '{}': {text}", m.topic),
-                        ))
-                    })
-                    .collect()
-            }
-        }
+        .await
     }
 
     async fn close(&self) -> Result<()> {

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::conn::{Endpoint, ErrorText, Link, LinkSettings};
-use super::{with_retry, RedisConfig, StreamsConfig};
+use super::{send_batch, with_retry, RedisConfig, StreamsConfig};
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
 use crate::message::{Delivery, HandlerError, Inbound, Outbound, Settle};
@@ -233,33 +233,22 @@ impl Transport for StreamsTransport {
         }
         let s = &self.config.streams;
         let mut pipe = ::redis::pipe();
+        pipe.ignore_errors();
         for m in &batch {
             let c = pipe.cmd("XADD").arg(stream_key(&s.prefix, &m.topic));
             if let Some(n) = s.max_len {
                 c.arg("MAXLEN").arg("~").arg(n);
             }
-            c.arg("*").arg("payload").arg(&m.payload).ignore();
+            c.arg("*").arg("payload").arg(&m.payload);
         }
-        let res = with_retry(&self.cmd, self.config.connect_timeout, "XADD", |mut c| {
-            let pipe = &pipe;
-            async move { pipe.query_async::<()>(&mut c).await }
-        })
-        .await;
-        match res {
-            Ok(()) => batch.iter().map(|_| Ok(())).collect(),
-            Err(e) => {
-                let text = e.full_message();
-                batch
-                    .iter()
-                    .map(|m| {
-                        Err(Error::new(
-                            e.code,
-                            format!("cannot emit '{}': {text}", m.topic),
-                        ))
-                    })
-                    .collect()
-            }
-        }
+        send_batch(
+            &self.cmd,
+            self.config.connect_timeout,
+            "XADD",
+            &pipe,
+            &batch,
+        )
+        .await
     }
 
     async fn close(&self) -> Result<()> {
