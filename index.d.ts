@@ -84,3 +84,42 @@ export declare class NativeLocalMessaging extends NativeMessagingService {}
 
 /** `native-file-based-messaging`. */
 export declare class NativeFileBasedMessaging extends NativeMessagingService {}
+
+/** Options of `native-redis-messaging`. */
+export interface NativeRedisMessagingOptions extends NativeMessagingOptions {
+  /** `pubsub` (default; wire-compatible with @sap/cds `redis-messaging`, at-most-once) or `streams` (at-least-once). */
+  mode?: 'pubsub' | 'streams'
+  /** `uri` (`redis://`, `rediss://`; the user name is dropped as by @sap/cds), or `hostname`/`port`/`password`/`tls`; `tls.server_ca` is the CA to trust. */
+  credentials?: { uri?: string; url?: string; hostname?: string; host?: string; port?: number; password?: string; tls?: boolean | { server_ca?: string } }
+  /** Redis URL used as given (when there is no `credentials.uri`). */
+  url?: string
+  /** PEM CA certificate to trust for `rediss://`. */
+  ca?: string
+  /** Limit of one connection attempt and how long an emit waits for a lost connection (default 5000). */
+  connectTimeout?: number
+  /** First reconnect delay (default 100); doubles per attempt, jittered. */
+  reconnectDelay?: number
+  /** Upper bound of the reconnect delay (default 5000). */
+  maxReconnectDelay?: number
+  /** Streams: prefix of the stream keys (default `cds:`). */
+  streamPrefix?: string
+  /** Streams: the consumer group (default `$appId`). */
+  queue?: string | { name: string }
+  /** Streams: this consumer's name in the group (default `<host>-<pid>-<n>`). */
+  consumer?: string
+  /** Streams: `XADD … MAXLEN ~ maxLen` (default: no trimming). */
+  maxLen?: number
+  /** Streams: idle time after which pending messages of another consumer are taken over (default 30000). */
+  claimAfter?: number
+  /** Streams: entries per `XREADGROUP` (default 100). */
+  readCount?: number
+  /** Streams: `BLOCK` time of one `XREADGROUP` (default 1000). */
+  block?: number
+  /** Streams: where exhausted messages go (default `<streamPrefix><queue>:dead-letter`). */
+  deadLetterStream?: string
+  /** Streams: a new consumer group starts at the first entry of an existing stream (default false: at its end). */
+  fromStart?: boolean
+}
+
+/** `native-redis-messaging`. */
+export declare class NativeRedisMessaging extends NativeMessagingService {}

@@ -17,5 +17,8 @@ module.exports = {
   },
   get NativeCompositeMessaging() {
     return require('./srv/composite-messaging')
+  },
+  get NativeRedisMessaging() {
+    return require('./srv/redis-messaging')
   }
 }

@@ -70,11 +70,11 @@ class NativeMessagingService extends cds.MessagingService {
   /** CAP's topic preparation (prefixes, `$appId`), plus `$namespace` from the binding. */
   prepareTopic(topic, inbound) {
     const t = super.prepareTopic(topic, inbound)
-    return t.includes('$namespace') ? t.replace(/\$namespace/g, this.namespace ?? '') : t
+    return t.includes('$namespace') ? t.replace(/\$namespace/g, this.bindingNamespace ?? '') : t
   }
 
   /** The namespace of the binding (`credentials.namespace`), if any. */
-  get namespace() {
+  get bindingNamespace() {
     return this.options.credentials?.namespace
   }
 
@@ -84,7 +84,7 @@ class NativeMessagingService extends cds.MessagingService {
    */
   prepareHeaders(headers, event) {
     if (this.options.format !== 'cloudevents') return
-    const source = this.namespace ? `/${this.namespace.replace(/^\//, '')}` : `/default/sap.cap/${process.pid}`
+    const source = this.bindingNamespace ? `/${this.bindingNamespace.replace(/^\//, '')}` : `/default/sap.cap/${process.pid}`
     let completed
     try {
       completed = native().completeCloudEventHeaders(JSON.stringify(headers), event, source)

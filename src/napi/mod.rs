@@ -23,6 +23,8 @@ use crate::policy::RetryPolicy;
 use crate::routing::{Route, Router, Unmatched};
 use crate::subscriptions::TopicSet;
 use crate::transport::file::FileConfig;
+use crate::transport::redis::conn::Backoff;
+use crate::transport::redis::{RedisConfig, RedisMode, StreamsConfig};
 
 /// Options of a native engine, as mapped by `srv/<kind>.js` from `cds.requires.<service>`.
 /// Durations are in milliseconds.
@@ -31,7 +33,7 @@ use crate::transport::file::FileConfig;
 pub struct EngineOptions {
     /// Service name for log lines.
     pub name: Option<String>,
-    /// Backend: `"local"` or `"file"`.
+    /// Backend: `"local"`, `"file"` or `"redis"`.
     pub transport: String,
     /// Deliveries in total before a message is dead-lettered (default 3; 1 = no redelivery).
     pub max_attempts: Option<f64>,
@@ -59,6 +61,39 @@ pub struct EngineOptions {
     pub stale_lock_after: Option<f64>,
     /// File box: flush every write to disk before an emit resolves (default true).
     pub fsync: Option<bool>,
+    /// Redis: `redis://[:password@]host[:port][/db]` or `rediss://…` (never logged).
+    pub url: Option<String>,
+    /// Redis: PEM CA certificate to trust for `rediss://` (e.g. `credentials.tls.server_ca`).
+    pub ca: Option<String>,
+    /// Redis: `"pubsub"` (default, wire-compatible with @sap/cds) or `"streams"` (at-least-once).
+    pub mode: Option<String>,
+    /// Redis: limit of one connection attempt and how long an emit waits for a lost connection
+    /// to come back before it fails with `CONNECTION_FAILED` (default 5000 ms).
+    pub connect_timeout: Option<f64>,
+    /// Redis: first reconnect delay (default 100 ms); doubles per attempt, jittered.
+    pub reconnect_delay: Option<f64>,
+    /// Redis: upper bound of the reconnect delay (default 5000 ms).
+    pub max_reconnect_delay: Option<f64>,
+    /// Redis streams: prefix of the stream keys (stream = prefix + topic; default `""`).
+    pub stream_prefix: Option<String>,
+    /// Redis streams: the consumer group (the service's queue name).
+    pub queue: Option<String>,
+    /// Redis streams: this consumer's name in the group (default `<host>-<pid>-<n>`).
+    pub consumer: Option<String>,
+    /// Redis streams: `XADD … MAXLEN ~ n` (default: no trimming).
+    pub max_len: Option<f64>,
+    /// Redis streams: idle time after which pending entries of another consumer are taken over
+    /// (default 30 000 ms).
+    pub claim_after: Option<f64>,
+    /// Redis streams: entries fetched per `XREADGROUP` (default 100).
+    pub read_count: Option<f64>,
+    /// Redis streams: `BLOCK` time of one `XREADGROUP` (default 1000 ms).
+    pub block: Option<f64>,
+    /// Redis streams: where exhausted messages go (default `<prefix><queue>:dead-letter`).
+    pub dead_letter_stream: Option<String>,
+    /// Redis streams: a new consumer group starts at the beginning of the stream instead of its
+    /// end (default false).
+    pub from_start: Option<bool>,
 }
 
 /// A batch of inbound messages handed to JavaScript (parallel arrays: cheap to cross the boundary).
@@ -164,9 +199,10 @@ fn config(o: EngineOptions) -> Result<EngineConfig> {
             f.fsync = o.fsync.unwrap_or(true);
             TransportConfig::File(f)
         }
+        "redis" => TransportConfig::Redis(redis_config(&o)?),
         other => {
             return Err(Error::config(format!(
-                "unknown transport '{other}' (expected 'local' or 'file')"
+                "unknown transport '{other}' (expected 'local', 'file' or 'redis')"
             )))
         }
     };
@@ -178,6 +214,48 @@ fn config(o: EngineOptions) -> Result<EngineConfig> {
     };
     c.max_in_flight = small("maxInFlight", o.max_in_flight, 100)? as usize;
     c.max_batch = small("maxBatch", o.max_batch, 100)? as usize;
+    Ok(c)
+}
+
+fn redis_config(o: &EngineOptions) -> Result<RedisConfig> {
+    let url = o
+        .url
+        .clone()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let mut c = RedisConfig::new(url);
+    c.ca = o.ca.clone().filter(|c| !c.trim().is_empty());
+    c.mode = match o.mode.as_deref() {
+        None | Some("pubsub") => RedisMode::PubSub,
+        Some("streams") => RedisMode::Streams,
+        Some(other) => {
+            return Err(Error::config(format!(
+                "mode must be 'pubsub' or 'streams', got '{other}'"
+            )))
+        }
+    };
+    c.connect_timeout = millis("connectTimeout", o.connect_timeout, 5000)?;
+    c.reconnect = Backoff {
+        min: millis("reconnectDelay", o.reconnect_delay, 100)?,
+        max: millis("maxReconnectDelay", o.max_reconnect_delay, 5000)?,
+    };
+    let group = o.queue.clone().unwrap_or_else(|| "CAP/0000".into());
+    let mut s = StreamsConfig::new(o.stream_prefix.clone().unwrap_or_default(), group);
+    if let Some(n) = o.consumer.clone() {
+        s.consumer = n;
+    }
+    if let Some(d) = o.dead_letter_stream.clone() {
+        s.dead_letter_stream = d;
+    }
+    s.max_len = match o.max_len {
+        None => None,
+        v => Some(count("maxLen", v, 0)?),
+    };
+    s.claim_after = millis("claimAfter", o.claim_after, 30_000)?;
+    s.read_count = small("readCount", o.read_count, 100)? as usize;
+    s.block = millis("block", o.block, 1000)?;
+    s.from_start = o.from_start.unwrap_or(false);
+    c.streams = s;
     Ok(c)
 }
 
