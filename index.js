@@ -14,5 +14,8 @@ module.exports = {
   },
   get NativeFileBasedMessaging() {
     return require('./srv/file-based-messaging')
+  },
+  get NativeMqttMessaging() {
+    return require('./srv/mqtt-messaging')
   }
 }

@@ -7,6 +7,7 @@ use crate::log::Logger;
 use crate::policy::RetryPolicy;
 use crate::transport::file::{FileConfig, FileTransport};
 use crate::transport::local::LocalTransport;
+use crate::transport::mqtt::{MqttConfig, MqttTransport};
 use crate::transport::Transport;
 
 /// Which backend an engine talks to, with its settings.
@@ -16,6 +17,8 @@ pub enum TransportConfig {
     Local,
     /// The box file of `native-file-based-messaging`.
     File(FileConfig),
+    /// An MQTT 3.1.1 broker of `native-mqtt-messaging`.
+    Mqtt(Box<MqttConfig>),
 }
 
 impl TransportConfig {
@@ -24,6 +27,7 @@ impl TransportConfig {
         Ok(match self {
             TransportConfig::Local => Arc::new(LocalTransport::new()),
             TransportConfig::File(c) => Arc::new(FileTransport::new(c.clone(), log.clone())?),
+            TransportConfig::Mqtt(c) => Arc::new(MqttTransport::new((**c).clone(), log.clone())?),
         })
     }
 }
@@ -66,6 +70,9 @@ impl EngineConfig {
         }
         if let TransportConfig::File(f) = &self.transport {
             f.validate()?;
+        }
+        if let TransportConfig::Mqtt(m) = &self.transport {
+            m.validate()?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod local;
+pub mod mqtt;
 
 use std::sync::Arc;
 

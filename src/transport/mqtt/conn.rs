@@ -1,0 +1,588 @@
+//! One MQTT connection: a rumqttc `EventLoop` polled without pause in its own task, plus the
+//! bookkeeping rumqttc leaves to its user.
+//!
+//! - **PUBACK per publish.** rumqttc reports `Outgoing::Publish(pkid)` when a request taken from its
+//!   channel is written. Requests enter the channel in the order of a FIFO of waiters (both are
+//!   updated under one lock, with `try_send`, so they cannot drift apart); the loop pops a waiter for
+//!   every publish that is not a resend and resolves it on the matching PUBACK (QoS 1) or at once
+//!   (QoS 0).
+//! - **Reconnects.** After a connection error the loop keeps everything rumqttc would retransmit
+//!   (also when the broker lost the session, where rumqttc would drop it), waits with exponential
+//!   back-off and jitter, and reconnects. Subscriptions are restored by the consumer on every
+//!   `CONNACK`.
+//! - **Manual acks and stale acks.** Every connection has an *epoch*, raised under a lock on each
+//!   connection loss; an acknowledgement is queued only if the delivery came from the current
+//!   epoch. Acks queued just before the loss are removed by a second `clean()` after the epoch was
+//!   raised, so an ack can never acknowledge a different message that reuses a packet id.
+//! - **Never blocks the loop on the caller**: requests are queued with `try_send` into a channel
+//!   sized for the publish window plus the acks that can be outstanding.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
+    Packet, Publish, QoS, Request, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
+    Transport as MqttWire,
+};
+use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::address::{Endpoint, Scheme};
+use crate::error::{Error, ErrorCode, Result};
+use crate::log::Logger;
+
+/// Everything needed to open one connection.
+#[derive(Clone)]
+pub struct ConnSettings {
+    /// `publisher` or `consumer`, for log lines.
+    pub role: &'static str,
+    /// The broker.
+    pub endpoint: Endpoint,
+    /// MQTT client id.
+    pub client_id: String,
+    /// `false` for a persistent session.
+    pub clean_session: bool,
+    /// Acknowledge inbound QoS 1 messages only when told to.
+    pub manual_acks: bool,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// User name for CONNECT.
+    pub username: Option<String>,
+    /// Password for CONNECT.
+    pub password: Option<String>,
+    /// TLS client configuration for `mqtts://` and `wss://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Bearer token sent as `Authorization` header on the WebSocket upgrade.
+    pub token: Option<String>,
+    /// Publishes queued or unacknowledged at once.
+    pub window: usize,
+    /// Acks and other requests that may be queued besides publishes.
+    pub extra_requests: usize,
+    /// First reconnect delay.
+    pub reconnect_delay: Duration,
+    /// Upper bound of the reconnect delay.
+    pub max_reconnect_delay: Duration,
+}
+
+/// What the consumer side is told by the loop.
+#[async_trait]
+pub trait Events: Send + Sync + 'static {
+    /// A CONNACK was received (`epoch` of the new connection).
+    fn connected(&self, epoch: u64, session_present: bool);
+    /// An inbound PUBLISH of connection `epoch`. May wait (back-pressure on the socket).
+    async fn publish(&self, publish: Publish, epoch: u64);
+    /// The broker answered a SUBSCRIBE.
+    fn subscribed(&self, ticket: SubTicket, codes: Vec<SubscribeReasonCode>);
+}
+
+/// A SUBSCRIBE in flight: its filters and the subscription version it makes effective.
+#[derive(Debug, Clone)]
+pub struct SubTicket {
+    /// The filters, in the order sent.
+    pub filters: Vec<String>,
+    /// The subscription-set version they belong to.
+    pub version: u64,
+}
+
+struct Waiter {
+    reply: Option<oneshot::Sender<Result<()>>>,
+    permit: Option<OwnedSemaphorePermit>,
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl Waiter {
+    fn finish(mut self, r: Result<()>) {
+        if let Some(tx) = self.reply.take() {
+            let _ = tx.send(r);
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// The part of a connection that callers use; shared with the loop task.
+pub struct Conn {
+    client: AsyncClient,
+    /// The settings it was opened with.
+    pub settings: ConnSettings,
+    log: Logger,
+    fifo: Mutex<VecDeque<Waiter>>,
+    subs: Mutex<VecDeque<SubTicket>>,
+    window: Arc<Semaphore>,
+    outstanding: Arc<AtomicUsize>,
+    epoch: Mutex<u64>,
+    connected: watch::Sender<Option<u64>>,
+    last_error: Mutex<Option<String>>,
+    closing: AtomicBool,
+    stop: Notify,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A publish that was queued; resolves on PUBACK (QoS 1) or once written (QoS 0).
+pub type PublishReply = oneshot::Receiver<Result<()>>;
+
+impl Conn {
+    /// Opens the connection in the background (the first connect happens in the loop task).
+    pub fn open(
+        settings: ConnSettings,
+        log: Logger,
+        events: Option<Arc<dyn Events>>,
+    ) -> Result<Arc<Conn>> {
+        let options = mqtt_options(&settings)?;
+        let cap = settings.window + settings.extra_requests + 16;
+        let (client, eventloop) = AsyncClient::new(options, cap);
+        let conn = Arc::new(Conn {
+            client,
+            log,
+            fifo: Mutex::new(VecDeque::new()),
+            subs: Mutex::new(VecDeque::new()),
+            window: Arc::new(Semaphore::new(settings.window.max(1))),
+            outstanding: Arc::new(AtomicUsize::new(0)),
+            epoch: Mutex::new(0),
+            connected: watch::channel(None).0,
+            last_error: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            stop: Notify::new(),
+            task: Mutex::new(None),
+            settings,
+        });
+        let task = tokio::spawn(run(eventloop, conn.clone(), events));
+        *lock(&conn.task) = Some(task);
+        Ok(conn)
+    }
+
+    /// A description for log lines: role, broker (without credentials) and client id.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {} as '{}'",
+            self.settings.role, self.settings.endpoint, self.settings.client_id
+        )
+    }
+
+    /// Watches the connection: `Some(epoch)` while connected.
+    pub fn watch_connected(&self) -> watch::Receiver<Option<u64>> {
+        self.connected.subscribe()
+    }
+
+    /// The last connection error, if the connection is down.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.last_error).clone()
+    }
+
+    /// Publishes that are queued or awaiting their PUBACK.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Acquire)
+    }
+
+    /// Queues a publish; waits (until `deadline`) while the publish window is full.
+    pub async fn publish(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        qos: QoS,
+        deadline: Instant,
+    ) -> Result<PublishReply> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(closed(&topic));
+        }
+        let permit =
+            match tokio::time::timeout_at(deadline, self.window.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => return Err(closed(&topic)),
+                Err(_) => return Err(self.timeout_error(&topic)),
+            };
+        let (tx, rx) = oneshot::channel();
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        let waiter = Waiter {
+            reply: Some(tx),
+            permit: Some(permit),
+            outstanding: self.outstanding.clone(),
+        };
+        let mut fifo = lock(&self.fifo);
+        fifo.push_back(waiter);
+        if let Err(e) = self.client.try_publish(topic.clone(), qos, false, payload) {
+            fifo.pop_back();
+            return Err(match e {
+                rumqttc::ClientError::TryRequest(_) | rumqttc::ClientError::Request(_)
+                    if self.closing.load(Ordering::Acquire) =>
+                {
+                    closed(&topic)
+                }
+                _ => Error::new(
+                    ErrorCode::ConnectionFailed,
+                    format!(
+                        "cannot emit '{topic}': the request queue of {} is full",
+                        self.label()
+                    ),
+                ),
+            });
+        }
+        Ok(rx)
+    }
+
+    /// The error for a publish that got no answer in time.
+    pub fn timeout_error(&self, topic: &str) -> Error {
+        let state = match self.last_error() {
+            Some(e) if self.connected.borrow().is_none() => format!(" (not connected: {e})"),
+            _ => String::new(),
+        };
+        Error::new(
+            ErrorCode::ConnectionFailed,
+            format!(
+                "emit '{topic}' was not confirmed by broker {} in time{state}",
+                self.settings.endpoint
+            ),
+        )
+    }
+
+    /// Queues a SUBSCRIBE for `filters`; the loop reports the SUBACK with `version`.
+    pub async fn subscribe(&self, filters: Vec<String>, qos: QoS, version: u64) {
+        loop {
+            {
+                let mut subs = lock(&self.subs);
+                let request: Vec<SubscribeFilter> = filters
+                    .iter()
+                    .map(|f| SubscribeFilter::new(f.clone(), qos))
+                    .collect();
+                subs.push_back(SubTicket {
+                    filters: filters.clone(),
+                    version,
+                });
+                match self.client.try_subscribe_many(request) {
+                    Ok(()) => return,
+                    Err(_) => {
+                        subs.pop_back();
+                    }
+                }
+            }
+            if self.closing.load(Ordering::Acquire) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Queues an UNSUBSCRIBE.
+    pub async fn unsubscribe(&self, filter: String) {
+        let _ = self.client.unsubscribe(filter).await;
+    }
+
+    /// Acknowledges an inbound QoS 1 message received on connection `epoch`; does nothing when the
+    /// connection was lost since (the broker redelivers it).
+    pub fn ack(&self, publish: &Publish, epoch: u64) -> bool {
+        if publish.qos == QoS::AtMostOnce {
+            return true;
+        }
+        let current = lock(&self.epoch);
+        if *current != epoch {
+            return false;
+        }
+        match self.client.try_ack(publish) {
+            Ok(()) => true,
+            Err(_) => {
+                drop(current);
+                let client = self.client.clone();
+                let publish = publish.clone();
+                tokio::spawn(async move {
+                    let _ = client.ack(&publish).await;
+                });
+                true
+            }
+        }
+    }
+
+    /// Sends DISCONNECT (after what is queued) and stops the loop; waits at most `wait`.
+    pub async fn close(&self, wait: Duration) {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.window.close();
+        if self.connected.borrow().is_some() {
+            let _ = self.client.try_disconnect();
+        }
+        self.stop.notify_one();
+        let task = lock(&self.task).take();
+        if let Some(mut task) = task {
+            if tokio::time::timeout(wait, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+
+    fn set_last_error(&self, e: Option<String>) {
+        *lock(&self.last_error) = e;
+    }
+}
+
+impl Conn {
+    /// Stops the loop task at once (when the transport is dropped without `close`).
+    pub fn abort(&self) {
+        self.closing.store(true, Ordering::Release);
+        if let Some(t) = lock(&self.task).take() {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(t) = lock(&self.task).take() {
+            t.abort();
+        }
+    }
+}
+
+fn closed(topic: &str) -> Error {
+    Error::new(
+        ErrorCode::Closed,
+        format!("cannot emit '{topic}': the messaging service was shut down"),
+    )
+}
+
+fn mqtt_options(s: &ConnSettings) -> Result<MqttOptions> {
+    let e = &s.endpoint;
+    let mut o = match e.scheme {
+        Scheme::Tcp | Scheme::Tls => MqttOptions::new(&s.client_id, &e.host, e.port),
+        Scheme::Ws | Scheme::Wss => MqttOptions::new(&s.client_id, e.websocket_url(), e.port),
+    };
+    let tls = || {
+        s.tls
+            .clone()
+            .map(TlsConfiguration::Rustls)
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "TLS configuration missing"))
+    };
+    o.set_transport(match e.scheme {
+        Scheme::Tcp => MqttWire::Tcp,
+        Scheme::Tls => MqttWire::Tls(tls()?),
+        Scheme::Ws => MqttWire::Ws,
+        Scheme::Wss => MqttWire::Wss(tls()?),
+    });
+    if e.scheme.is_websocket() {
+        if let Some(token) = &s.token {
+            let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Error::config("token contains characters not allowed in a header"))?;
+            o.set_request_modifier(move |mut req: http::Request<()>| {
+                req.headers_mut()
+                    .insert(http::header::AUTHORIZATION, value.clone());
+                async move { req }
+            });
+        }
+    }
+    o.set_keep_alive(s.keep_alive);
+    o.set_clean_session(s.clean_session);
+    o.set_manual_acks(s.manual_acks);
+    o.set_inflight(u16::try_from(s.window.clamp(1, 65_000)).unwrap_or(65_000));
+    // The MQTT maximum; the broker enforces its own limit.
+    o.set_max_packet_size(268_435_455, 268_435_455);
+    if let Some(user) = &s.username {
+        o.set_credentials(user.clone(), s.password.clone().unwrap_or_default());
+    }
+    Ok(o)
+}
+
+/// A readable reason for a connection error (never contains credentials).
+pub fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => format!(
+            "the broker refused the connection: {}",
+            match code {
+                ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+                ConnectReturnCode::NotAuthorized => "not authorized",
+                ConnectReturnCode::BadClientId => "client id rejected",
+                ConnectReturnCode::ServiceUnavailable => "service unavailable",
+                ConnectReturnCode::RefusedProtocolVersion => "MQTT 3.1.1 not supported",
+                ConnectReturnCode::Success => "unknown reason",
+            }
+        ),
+        ConnectionError::NetworkTimeout => "connect timed out".into(),
+        other => other.to_string(),
+    }
+}
+
+fn backoff(s: &ConnSettings, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    let base = s
+        .reconnect_delay
+        .saturating_mul(1u32 << exp)
+        .min(s.max_reconnect_delay);
+    let ms = base.as_millis() as u64;
+    let spread = ms / 5;
+    Duration::from_millis(ms - spread + fastrand::u64(0..=spread * 2))
+}
+
+async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<dyn Events>>) {
+    let mut inflight: HashMap<u16, Waiter> = HashMap::new();
+    let mut collided: Option<(u16, Waiter)> = None;
+    let mut sub_wait: HashMap<u16, SubTicket> = HashMap::new();
+    let mut held: VecDeque<Request> = VecDeque::new();
+    let mut epoch = 0u64;
+    let mut failures = 0u32;
+    let mut ever_connected = false;
+    let log = conn.log.clone();
+    loop {
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                // Put back what was queued or unacknowledged when the connection was lost, also
+                // when the broker has no session for us (rumqttc would drop it then).
+                while let Some(r) = held.pop_back() {
+                    el.pending.push_front(r);
+                }
+                conn.set_last_error(None);
+                if ever_connected {
+                    log.info(&format!("reconnected {}", conn.label()));
+                    if !ack.session_present && !conn.settings.clean_session {
+                        log.warn(&format!(
+                            "the broker kept no session for {}: messages published while it was disconnected are lost for it",
+                            conn.label()
+                        ));
+                    }
+                } else {
+                    log.info(&format!("connected {}", conn.label()));
+                }
+                ever_connected = true;
+                failures = 0;
+                if conn.closing.load(Ordering::Acquire) {
+                    let _ = conn.client.try_disconnect();
+                }
+                conn.connected.send_replace(Some(epoch));
+                if let Some(ev) = &events {
+                    ev.connected(epoch, ack.session_present);
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if let Some(ev) = &events {
+                    ev.publish(p, epoch).await;
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(a))) => {
+                if let Some(w) = inflight.remove(&a.pkid) {
+                    w.finish(Ok(()));
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(s))) => {
+                if let (Some(t), Some(ev)) = (sub_wait.remove(&s.pkid), &events) {
+                    ev.subscribed(t, s.return_codes);
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                if pkid != 0 && inflight.contains_key(&pkid) {
+                    continue; // a retransmission after a reconnect
+                }
+                let w = match collided.take() {
+                    Some((cp, w)) if cp == pkid => Some(w),
+                    other => {
+                        collided = other;
+                        lock(&conn.fifo).pop_front()
+                    }
+                };
+                if let Some(mut w) = w {
+                    w.permit.take();
+                    if pkid == 0 {
+                        w.finish(Ok(()));
+                    } else {
+                        inflight.insert(pkid, w);
+                    }
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
+                if let Some(w) = lock(&conn.fifo).pop_front() {
+                    collided = Some((pkid, w));
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => {
+                if let Some(t) = lock(&conn.subs).pop_front() {
+                    sub_wait.insert(pkid, t);
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                if conn.closing.load(Ordering::Acquire) {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                {
+                    let mut g = lock(&conn.epoch);
+                    *g += 1;
+                    epoch = *g;
+                }
+                // Acks queued before the epoch changed are dropped here (see module doc).
+                el.clean();
+                held.extend(el.pending.drain(..));
+                sub_wait.clear();
+                conn.connected.send_replace(None);
+                if conn.closing.load(Ordering::Acquire) {
+                    break;
+                }
+                failures = failures.saturating_add(1);
+                let why = describe(&e);
+                conn.set_last_error(Some(why.clone()));
+                let delay = backoff(&conn.settings, failures);
+                if failures == 1 || failures.is_power_of_two() {
+                    let what = if ever_connected && failures == 1 {
+                        "lost the connection"
+                    } else {
+                        "cannot connect"
+                    };
+                    let line = format!(
+                        "{what} ({}): {why}; retrying in {} ms (attempt {failures})",
+                        conn.label(),
+                        delay.as_millis()
+                    );
+                    if failures >= 4 {
+                        log.error(&line)
+                    } else {
+                        log.warn(&line)
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = conn.stop.notified() => {}
+                }
+                if conn.closing.load(Ordering::Acquire) {
+                    break;
+                }
+            }
+        }
+    }
+    conn.connected.send_replace(None);
+    let why = || {
+        Error::new(
+            ErrorCode::Closed,
+            "the emit was not confirmed by the broker before the messaging service was shut down",
+        )
+    };
+    for (_, w) in inflight.drain() {
+        w.finish(Err(why()));
+    }
+    if let Some((_, w)) = collided.take() {
+        w.finish(Err(why()));
+    }
+    let rest: Vec<Waiter> = lock(&conn.fifo).drain(..).collect();
+    for w in rest {
+        w.finish(Err(why()));
+    }
+}
+
+/// The filters of `set` that are not in `current`, and those of `current` no longer in `set`.
+pub fn diff(current: &BTreeSet<String>, set: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
+    let add = set.difference(current).cloned().collect();
+    let remove = current.difference(set).cloned().collect();
+    (add, remove)
+}
