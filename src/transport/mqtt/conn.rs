@@ -10,10 +10,15 @@
 //!   (also when the broker lost the session, where rumqttc would drop it), waits with exponential
 //!   back-off and jitter, and reconnects. Subscriptions are restored by the consumer on every
 //!   `CONNACK`.
-//! - **Manual acks and stale acks.** Every connection has an *epoch*, raised under a lock on each
-//!   connection loss; an acknowledgement is queued only if the delivery came from the current
-//!   epoch. Acks queued just before the loss are removed by a second `clean()` after the epoch was
-//!   raised, so an ack can never acknowledge a different message that reuses a packet id.
+//! - **Manual acks, fast.** rumqttc takes one request from its channel per turn of its loop while
+//!   it reads up to ten packets per turn, so acks sent through the channel fall behind a busy
+//!   subscription (and brokers such as Mosquitto 2.0 then keep sending). Acks are therefore queued
+//!   here and written by the loop task straight to the connection after every event, all in one
+//!   flush; only one ack at a time goes through rumqttc's channel, to wake an idle loop.
+//! - **Stale acks.** Every connection has an *epoch*, raised under a lock on each connection loss;
+//!   an ack is written only if its delivery came from the current epoch. A wake-up ack queued just
+//!   before the loss is removed by a second `clean()` after the epoch was raised, so an ack can
+//!   never acknowledge a different message that reuses a packet id.
 //! - **Never blocks the loop on the caller**: requests are queued with `try_send` into a channel
 //!   sized for the publish window plus the acks that can be outstanding.
 
@@ -22,19 +27,19 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
-    Packet, Publish, QoS, Request, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
+    Packet, PubAck, Publish, QoS, Request, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
     Transport as MqttWire,
 };
-use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::address::{Endpoint, Scheme};
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
+use crate::message::Delivery;
 
 /// Everything needed to open one connection.
 #[derive(Clone)]
@@ -70,12 +75,13 @@ pub struct ConnSettings {
 }
 
 /// What the consumer side is told by the loop.
-#[async_trait]
 pub trait Events: Send + Sync + 'static {
     /// A CONNACK was received (`epoch` of the new connection).
     fn connected(&self, epoch: u64, session_present: bool);
-    /// An inbound PUBLISH of connection `epoch`. May wait (back-pressure on the socket).
-    async fn publish(&self, publish: Publish, epoch: u64);
+    /// An inbound PUBLISH of connection `epoch`: the delivery to hand to the engine, if any.
+    fn publish(&self, publish: Publish, epoch: u64) -> Option<Delivery>;
+    /// Where deliveries go.
+    fn deliveries(&self) -> &mpsc::Sender<Delivery>;
     /// The broker answered a SUBSCRIBE.
     fn subscribed(&self, ticket: SubTicket, codes: Vec<SubscribeReasonCode>);
 }
@@ -87,6 +93,15 @@ pub struct SubTicket {
     pub filters: Vec<String>,
     /// The subscription-set version they belong to.
     pub version: u64,
+}
+
+/// Acks waiting to be written by the loop task.
+#[derive(Default)]
+struct AckQueue {
+    /// (packet id, epoch of the delivery)
+    queued: Vec<(u16, u64)>,
+    /// An ack is in rumqttc's channel to wake the loop.
+    wake: bool,
 }
 
 struct Waiter {
@@ -127,6 +142,8 @@ pub struct Conn {
     window: Arc<Semaphore>,
     outstanding: Arc<AtomicUsize>,
     epoch: Mutex<u64>,
+    acks: Mutex<AckQueue>,
+    acks_queued: Notify,
     connected: watch::Sender<Option<u64>>,
     last_error: Mutex<Option<String>>,
     closing: AtomicBool,
@@ -155,6 +172,8 @@ impl Conn {
             window: Arc::new(Semaphore::new(settings.window.max(1))),
             outstanding: Arc::new(AtomicUsize::new(0)),
             epoch: Mutex::new(0),
+            acks: Mutex::new(AckQueue::default()),
+            acks_queued: Notify::new(),
             connected: watch::channel(None).0,
             last_error: Mutex::new(None),
             closing: AtomicBool::new(false),
@@ -285,25 +304,24 @@ impl Conn {
 
     /// Acknowledges an inbound QoS 1 message received on connection `epoch`; does nothing when the
     /// connection was lost since (the broker redelivers it).
-    pub fn ack(&self, publish: &Publish, epoch: u64) -> bool {
+    pub fn ack(&self, publish: &Publish, epoch: u64) {
         if publish.qos == QoS::AtMostOnce {
-            return true;
+            return;
         }
-        let current = lock(&self.epoch);
-        if *current != epoch {
-            return false;
-        }
-        match self.client.try_ack(publish) {
-            Ok(()) => true,
-            Err(_) => {
-                drop(current);
-                let client = self.client.clone();
-                let publish = publish.clone();
-                tokio::spawn(async move {
-                    let _ = client.ack(&publish).await;
-                });
-                true
+        let mut q = lock(&self.acks);
+        if !q.wake {
+            let current = lock(&self.epoch);
+            if *current != epoch {
+                return;
             }
+            if self.client.try_ack(publish).is_ok() {
+                q.wake = true;
+                return;
+            }
+        }
+        q.queued.push((publish.pkid, epoch));
+        if q.queued.len() == 1 {
+            self.acks_queued.notify_one();
         }
     }
 
@@ -436,7 +454,11 @@ async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<dyn Events>>
     let mut ever_connected = false;
     let log = conn.log.clone();
     loop {
-        match el.poll().await {
+        let polled = el.poll().await;
+        if polled.is_ok() {
+            write_acks(&mut el, &conn, epoch, &polled).await;
+        }
+        match polled {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 // Put back what was queued or unacknowledged when the connection was lost, also
                 // when the broker has no session for us (rumqttc would drop it then).
@@ -466,8 +488,29 @@ async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<dyn Events>>
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if let Some(ev) = &events {
-                    ev.publish(p, epoch).await;
+                let Some(ev) = &events else { continue };
+                let Some(mut d) = ev.publish(p, epoch) else {
+                    continue;
+                };
+                // Back-pressure: while the engine is saturated the socket is not read, but acks
+                // keep being written, so processed messages are confirmed without delay.
+                loop {
+                    match ev.deliveries().try_send(d) {
+                        Ok(()) => break,
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                        Err(mpsc::error::TrySendError::Full(back)) => d = back,
+                    }
+                    tokio::select! {
+                        r = ev.deliveries().reserve() => {
+                            if let Ok(permit) = r {
+                                permit.send(d);
+                            }
+                            break;
+                        }
+                        _ = conn.acks_queued.notified() => {
+                            write_acks(&mut el, &conn, epoch, &Ok(Event::Outgoing(Outgoing::PingReq))).await;
+                        }
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(a))) => {
@@ -524,6 +567,11 @@ async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<dyn Events>>
                 }
                 // Acks queued before the epoch changed are dropped here (see module doc).
                 el.clean();
+                {
+                    let mut q = lock(&conn.acks);
+                    q.wake = false;
+                    q.queued.clear();
+                }
                 held.extend(el.pending.drain(..));
                 sub_wait.clear();
                 conn.connected.send_replace(None);
@@ -578,6 +626,35 @@ async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<dyn Events>>
     for w in rest {
         w.finish(Err(why()));
     }
+}
+
+/// Writes the queued acks of connection `epoch` to the socket in one flush.
+async fn write_acks(
+    el: &mut EventLoop,
+    conn: &Conn,
+    epoch: u64,
+    polled: &std::result::Result<Event, ConnectionError>,
+) {
+    let queued = {
+        let mut q = lock(&conn.acks);
+        if matches!(polled, Ok(Event::Outgoing(Outgoing::PubAck(_)))) {
+            q.wake = false;
+        }
+        if q.queued.is_empty() {
+            return;
+        }
+        std::mem::take(&mut q.queued)
+    };
+    let Some(network) = el.network.as_mut() else {
+        return; // not connected: the broker redelivers these messages
+    };
+    for (pkid, e) in queued {
+        if e == epoch && network.write(Packet::PubAck(PubAck::new(pkid))).await.is_err() {
+            return;
+        }
+    }
+    // A failure shows up as an error of the next poll.
+    let _ = network.flush().await;
 }
 
 /// The filters of `set` that are not in `current`, and those of `current` no longer in `set`.

@@ -376,11 +376,14 @@ struct ConsumerEvents {
     deliveries: mpsc::Sender<Delivery>,
 }
 
-#[async_trait]
 impl Events for ConsumerEvents {
     fn connected(&self, _epoch: u64, _session_present: bool) {}
 
-    async fn publish(&self, p: Publish, epoch: u64) {
+    fn deliveries(&self) -> &mpsc::Sender<Delivery> {
+        &self.deliveries
+    }
+
+    fn publish(&self, p: Publish, epoch: u64) -> Option<Delivery> {
         let core = &self.core;
         let ack = Publish {
             dup: p.dup,
@@ -400,7 +403,7 @@ impl Events for ConsumerEvents {
             if let Some(c) = core.conn.get() {
                 c.ack(&ack, epoch);
             }
-            return;
+            return None;
         }
         let payload = match String::from_utf8(p.payload.to_vec()) {
             Ok(s) => s,
@@ -416,7 +419,7 @@ impl Events for ConsumerEvents {
                 tokio::spawn(async move {
                     core.dead_letter(&p.topic, bytes, &ack, epoch).await;
                 });
-                return;
+                return None;
             }
         };
         core.unsettled.fetch_add(1, Ordering::AcqRel);
@@ -425,7 +428,7 @@ impl Events for ConsumerEvents {
             payload,
             attempt: 1,
         };
-        let delivery = Delivery {
+        Some(Delivery {
             message: message.clone(),
             settle: Box::new(MqttSettle {
                 ack,
@@ -434,15 +437,7 @@ impl Events for ConsumerEvents {
                 core: core.clone(),
                 _unsettled: Unsettled(core.unsettled.clone()),
             }),
-        };
-        match self.deliveries.try_send(delivery) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(d)) => {
-                // Back-pressure: the socket is not read while the engine is saturated.
-                let _ = self.deliveries.send(d).await;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
+        })
     }
 
     fn subscribed(&self, ticket: SubTicket, codes: Vec<SubscribeReasonCode>) {
