@@ -649,7 +649,12 @@ async fn write_acks(
         return; // not connected: the broker redelivers these messages
     };
     for (pkid, e) in queued {
-        if e == epoch && network.write(Packet::PubAck(PubAck::new(pkid))).await.is_err() {
+        if e == epoch
+            && network
+                .write(Packet::PubAck(PubAck::new(pkid)))
+                .await
+                .is_err()
+        {
             return;
         }
     }
