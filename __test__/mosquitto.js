@@ -31,27 +31,36 @@ const listening = (port, host = '127.0.0.1') =>
  * Returns { port, wsPort, stop(), start(), log() }; `stop()` kills it by PID, `start()` starts it
  * again on the same ports.
  */
-async function startMosquitto({ websockets = false, extra = [] } = {}) {
+async function startMosquitto({ websockets = false, tls, extra = [] } = {}) {
   const bin = mosquittoBinary()
   const dir = tmpDir('mosquitto')
   const port = await freePort()
   const wsPort = websockets ? await freePort() : undefined
+  const tlsPort = tls ? await freePort() : undefined
+  const wssPort = tls ? await freePort() : undefined
   const conf = path.join(dir, 'mosquitto.conf')
   const lines = ['per_listener_settings false', 'allow_anonymous true', 'persistence false', 'log_dest stdout', 'log_type error', 'log_type warning', 'log_type notice', `listener ${port} 127.0.0.1`]
   if (websockets) lines.push(`listener ${wsPort} 127.0.0.1`, 'protocol websockets')
+  if (tls) {
+    const files = [`certfile ${tls.cert}`, `keyfile ${tls.key}`]
+    lines.push(`listener ${tlsPort} 127.0.0.1`, ...files, `listener ${wssPort} 127.0.0.1`, 'protocol websockets', ...files)
+  }
   fs.writeFileSync(conf, [...lines, ...extra, ''].join('\n'))
   const logFile = path.join(dir, 'mosquitto.log')
   let child
   const broker = {
     port,
     wsPort,
+    tlsPort,
+    wssPort,
     dir,
     async start() {
       const out = fs.openSync(logFile, 'a')
       child = spawn(bin, ['-c', conf], { stdio: ['ignore', out, out] })
       fs.closeSync(out)
       const me = child
-      await until(async () => me.exitCode !== null || ((await listening(port)) && (!wsPort || (await listening(wsPort)))), 10000, `mosquitto on ${port}`)
+      const up = async p => !p || (await listening(p))
+      await until(async () => me.exitCode !== null || ((await up(port)) && (await up(wsPort)) && (await up(tlsPort)) && (await up(wssPort))), 10000, `mosquitto on ${port}`)
       if (me.exitCode !== null) throw new Error(`mosquitto exited with ${me.exitCode}:\n${broker.log()}`)
     },
     async stop() {
@@ -68,4 +77,21 @@ async function startMosquitto({ websockets = false, extra = [] } = {}) {
   return broker
 }
 
-module.exports = { startMosquitto }
+/**
+ * A throw-away CA and a server certificate for 127.0.0.1 / localhost, made with the openssl CLI.
+ * Returns the paths { ca, cert, key } (readable by the broker after it dropped privileges).
+ */
+function makeCertificates() {
+  const dir = tmpDir('certs')
+  const f = name => path.join(dir, name)
+  const ssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' })
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
+  ssl('req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=cds-native-messaging test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign')
+  ssl('req', ...ec, '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=127.0.0.1')
+  fs.writeFileSync(f('ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n')
+  ssl('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('server.pem'), '-days', '2', '-extfile', f('ext.cnf'))
+  for (const n of fs.readdirSync(dir)) fs.chmodSync(f(n), 0o644)
+  return { ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') }
+}
+
+module.exports = { startMosquitto, makeCertificates }

@@ -166,6 +166,29 @@ describe('native-mqtt-messaging (shared Mosquitto)', () => {
     await svc.emit(`star${RUN}-warmup`, {})
     await publishRaw(URL, `star${RUN}/any/thing`, JSON.stringify({ data: {} }))
     await until(() => seen.includes(`star${RUN}/any/thing`), 5000, 'the catch-all delivery')
+
+    // its own dead letters come back through '#' but are not processed again
+    const dead = await watch(URL, `dead-letter/${svc.options.queue}/#`)
+    try {
+      let calls = 0
+      svc.on(`star${RUN}/poison`, () => {
+        calls++
+        throw new Error('always')
+      })
+      await svc.emit(`star${RUN}/poison`, {})
+      await until(() => dead.length === 1, 5000, 'the dead letter')
+      await new Promise(r => setTimeout(r, 300))
+      expect(calls).toBe(2)
+      expect(seen.filter(e => e.startsWith(`dead-letter/${svc.options.queue}/`))).toEqual([])
+    } finally {
+      await dead.close()
+    }
+  })
+
+  test('emitting to a wildcard topic rejects with INVALID_DATA_FORMAT', async () => {
+    const err = await ctx.messaging.emit('sensors/+/temp', {}).catch(e => e)
+    expect(err.code).toBe('INVALID_DATA_FORMAT')
+    expect(err.message).toMatch(/wildcards/)
   })
 
   test('QoS 0: emit and receive', async () => {
