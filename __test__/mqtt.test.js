@@ -226,6 +226,25 @@ describe('native-mqtt-messaging (shared Mosquitto)', () => {
     }
   })
 
+  test('WebSocket: the OAuth token goes as bearer header on the upgrade request, the path as given', async () => {
+    const net = require('node:net')
+    const requests = []
+    const server = net.createServer(sock => sock.on('data', d => (requests.push(d.toString('latin1')), sock.destroy())))
+    await new Promise(r => server.listen(0, '127.0.0.1', r))
+    try {
+      const { port } = server.address()
+      const svc = await connect({ url: `ws://127.0.0.1:${port}`, path: '/protocols/mqtt311ws', token: 'tok-123', publishTimeout: 300 })
+      expect((await svc.emit('ws-token', {}).catch(e => e)).code).toBe('CONNECTION_FAILED')
+      await until(() => requests.length > 0, 5000, 'the upgrade request')
+      expect(requests[0]).toMatch(/^GET \/protocols\/mqtt311ws HTTP\/1\.1\r\n/)
+      expect(requests[0]).toMatch(/\r\nauthorization: Bearer tok-123\r\n/i)
+      expect(requests[0]).toMatch(/\r\nsec-websocket-protocol: mqtt\r\n/i)
+      await svc.disconnect()
+    } finally {
+      server.close()
+    }
+  })
+
   test('an unreachable broker: emit rejects with CONNECTION_FAILED after publishTimeout, the host keeps running', async () => {
     const port = await freePort()
     const svc = await connect({ url: `mqtt://127.0.0.1:${port}`, publishTimeout: 300, reconnectDelay: 50 })

@@ -177,10 +177,17 @@ impl MqttConfig {
                 "reconnectDelay must be at least 1 ms and not larger than maxReconnectDelay",
             ));
         }
-        if self.token.is_some() && !self.endpoint.scheme.is_websocket() {
-            return Err(Error::config(
-                "token is sent on the WebSocket upgrade; use a ws:// or wss:// url with it",
-            ));
+        if let Some(token) = &self.token {
+            if !self.endpoint.scheme.is_websocket() {
+                return Err(Error::config(
+                    "token is sent on the WebSocket upgrade; use a ws:// or wss:// url with it",
+                ));
+            }
+            if http::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
+                return Err(Error::config(
+                    "token contains characters that are not allowed in an HTTP header",
+                ));
+            }
         }
         Ok(())
     }
@@ -547,8 +554,9 @@ impl MqttTransport {
         }
     }
 
-    /// Waits until subscriptions made before now are confirmed by the broker (bounded).
-    async fn await_subscriptions(&self) {
+    /// Waits until subscriptions made before now are confirmed by the broker (at most
+    /// [`SUBSCRIBE_WAIT`], and not past `deadline`).
+    async fn await_subscriptions(&self, deadline: Instant) {
         let Some(core) = self.core.get() else {
             return;
         };
@@ -557,8 +565,8 @@ impl MqttTransport {
         if *acked.borrow() >= want {
             return;
         }
-        let wait = self.config.publish_timeout.min(SUBSCRIBE_WAIT);
-        let _ = tokio::time::timeout(wait, acked.wait_for(|v| *v >= want)).await;
+        let until = deadline.min(Instant::now() + SUBSCRIBE_WAIT);
+        let _ = tokio::time::timeout_at(until, acked.wait_for(|v| *v >= want)).await;
     }
 }
 
@@ -648,7 +656,8 @@ impl Transport for MqttTransport {
         if self.closed.load(Ordering::Acquire) {
             return batch.iter().map(|m| Err(closed_error(&m.topic))).collect();
         }
-        self.await_subscriptions().await;
+        let deadline = Instant::now() + self.config.publish_timeout;
+        self.await_subscriptions(deadline).await;
         let conn = match self.publisher.get().await {
             Ok(c) => c,
             Err(e) => {
@@ -659,7 +668,6 @@ impl Transport for MqttTransport {
             }
         };
         let qos = self.config.qos();
-        let deadline = Instant::now() + self.config.publish_timeout;
         let mut pending = Vec::with_capacity(batch.len());
         for m in batch {
             if let Some(why) = topic::publish_problem(&m.topic) {
