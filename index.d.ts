@@ -61,6 +61,44 @@ export interface NativeFileBasedMessagingOptions extends NativeMessagingOptions 
   fsync?: boolean
 }
 
+/** Options of `native-mqtt-messaging`. */
+export interface NativeMqttMessagingOptions extends NativeMessagingOptions {
+  /** Broker URL: mqtt://, mqtts://, ws://, wss:// (default mqtt://localhost:1883; also credentials.url / credentials.uri). */
+  url?: string
+  username?: string
+  password?: string
+  /** Queue name (string or { name }); default `<app name>/<service name>`. Names the persistent session. */
+  queue?: string | { name: string }
+  /** MQTT client id of the consumer session (default: the queue name, other characters than [A-Za-z0-9_.-] replaced by '-'). */
+  clientId?: string
+  /** Keep-alive in ms (default 30000; sent in whole seconds). */
+  keepAlive?: number
+  /** 0 or 1 (default 1). */
+  qos?: 0 | 1
+  /** `'.'` (default): event names are topics; `'/'`: dots become topic levels. */
+  topicSeparator?: '.' | '/'
+  /** WebSocket path (default: the URL's, else /mqtt). */
+  path?: string
+  /** PEM text or path of the CA certificates to trust (mqtts://, wss://). */
+  ca?: string
+  /** Verify the broker's TLS certificate (default true). */
+  rejectUnauthorized?: boolean
+  /** PEM client certificate and key (mutual TLS). */
+  cert?: string
+  key?: string
+  /** OAuth bearer token for the WebSocket upgrade (ws://, wss://). */
+  token?: string
+  /** Shared-subscription group: several instances split the messages. */
+  sharedGroup?: string
+  /** Base topic of dead letters (default `dead-letter/<clientId>`); a dead letter goes to `<deadLetterTopic>/<topic>`. */
+  deadLetterTopic?: string
+  /** How long an emit waits for its confirmation (default 30000). */
+  publishTimeout?: number
+  /** First reconnect delay (default 250); doubles up to maxReconnectDelay (default 10000). */
+  reconnectDelay?: number
+  maxReconnectDelay?: number
+}
+
 /** A message that exhausted its attempts (kept in memory by the local kind). */
 export interface DeadLetter {
   topic: string
@@ -123,3 +161,5 @@ export interface NativeRedisMessagingOptions extends NativeMessagingOptions {
 
 /** `native-redis-messaging`. */
 export declare class NativeRedisMessaging extends NativeMessagingService {}
+/** `native-mqtt-messaging`. */
+export declare class NativeMqttMessaging extends NativeMessagingService {}

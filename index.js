@@ -20,5 +20,8 @@ module.exports = {
   },
   get NativeRedisMessaging() {
     return require('./srv/redis-messaging')
+  },
+  get NativeMqttMessaging() {
+    return require('./srv/mqtt-messaging')
   }
 }

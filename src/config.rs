@@ -7,6 +7,7 @@ use crate::log::Logger;
 use crate::policy::RetryPolicy;
 use crate::transport::file::{FileConfig, FileTransport};
 use crate::transport::local::LocalTransport;
+use crate::transport::mqtt::{MqttConfig, MqttTransport};
 use crate::transport::redis::RedisConfig;
 use crate::transport::Transport;
 
@@ -19,6 +20,8 @@ pub enum TransportConfig {
     File(FileConfig),
     /// Redis pub/sub or streams of `native-redis-messaging`.
     Redis(RedisConfig),
+    /// An MQTT 3.1.1 broker of `native-mqtt-messaging`.
+    Mqtt(Box<MqttConfig>),
 }
 
 impl TransportConfig {
@@ -28,6 +31,7 @@ impl TransportConfig {
             TransportConfig::Local => Arc::new(LocalTransport::new()),
             TransportConfig::File(c) => Arc::new(FileTransport::new(c.clone(), log.clone())?),
             TransportConfig::Redis(c) => crate::transport::redis::build(c.clone(), log.clone())?,
+            TransportConfig::Mqtt(c) => Arc::new(MqttTransport::new((**c).clone(), log.clone())?),
         })
     }
 }
@@ -68,11 +72,11 @@ impl EngineConfig {
         if self.max_batch == 0 {
             return Err(Error::config("maxBatch must be at least 1"));
         }
-        if let TransportConfig::File(f) = &self.transport {
-            f.validate()?;
-        }
-        if let TransportConfig::Redis(r) = &self.transport {
-            r.validate()?;
+        match &self.transport {
+            TransportConfig::Local => {}
+            TransportConfig::File(f) => f.validate()?,
+            TransportConfig::Redis(r) => r.validate()?,
+            TransportConfig::Mqtt(m) => m.validate()?,
         }
         Ok(())
     }

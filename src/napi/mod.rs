@@ -23,6 +23,7 @@ use crate::policy::RetryPolicy;
 use crate::routing::{Route, Router, Unmatched};
 use crate::subscriptions::TopicSet;
 use crate::transport::file::FileConfig;
+use crate::transport::mqtt::MqttConfig;
 use crate::transport::redis::conn::Backoff;
 use crate::transport::redis::{RedisConfig, RedisMode, StreamsConfig};
 
@@ -33,7 +34,7 @@ use crate::transport::redis::{RedisConfig, RedisMode, StreamsConfig};
 pub struct EngineOptions {
     /// Service name for log lines.
     pub name: Option<String>,
-    /// Backend: `"local"`, `"file"` or `"redis"`.
+    /// Backend: `"local"`, `"file"`, `"redis"` or `"mqtt"`.
     pub transport: String,
     /// Deliveries in total before a message is dead-lettered (default 3; 1 = no redelivery).
     pub max_attempts: Option<f64>,
@@ -94,6 +95,82 @@ pub struct EngineOptions {
     /// Redis streams: a new consumer group starts at the beginning of the stream instead of its
     /// end (default false).
     pub from_start: Option<bool>,
+    /// MQTT: broker and session settings (required for `transport: "mqtt"`).
+    pub mqtt: Option<MqttEngineOptions>,
+}
+
+/// Options of the MQTT transport (`native-mqtt-messaging`). Durations in milliseconds.
+#[napi(object)]
+#[derive(Default)]
+pub struct MqttEngineOptions {
+    /// Broker URL: `mqtt://`, `mqtts://`, `ws://` or `wss://` (credentials in it are allowed).
+    pub url: String,
+    /// User name (overrides the URL's).
+    pub username: Option<String>,
+    /// Password (overrides the URL's).
+    pub password: Option<String>,
+    /// Stable client id of the consumer's persistent session.
+    pub client_id: String,
+    /// MQTT keep-alive (default 30 000 ms; whole seconds on the wire).
+    pub keep_alive: Option<f64>,
+    /// 0 or 1 (default 1).
+    pub qos: Option<f64>,
+    /// PEM certificates to trust for `mqtts://` / `wss://` instead of the system's.
+    pub ca: Option<String>,
+    /// Verify the broker's TLS certificate (default true).
+    pub reject_unauthorized: Option<bool>,
+    /// PEM client certificate (mutual TLS), with `key`.
+    pub cert: Option<String>,
+    /// PEM private key of `cert`.
+    pub key: Option<String>,
+    /// OAuth bearer token for the WebSocket upgrade.
+    pub token: Option<String>,
+    /// Shared-subscription group: filters become `$share/<group>/<filter>`.
+    pub shared_group: Option<String>,
+    /// Base topic of dead letters (default `dead-letter/<clientId>`).
+    pub dead_letter_topic: Option<String>,
+    /// How long an emit waits for its confirmation (default 30 000 ms).
+    pub publish_timeout: Option<f64>,
+    /// First reconnect delay (default 250 ms).
+    pub reconnect_delay: Option<f64>,
+    /// Upper bound of the reconnect delay (default 10 000 ms).
+    pub max_reconnect_delay: Option<f64>,
+}
+
+impl std::fmt::Debug for MqttEngineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttEngineOptions")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn mqtt_config(o: MqttEngineOptions) -> Result<TransportConfig> {
+    let mut m = MqttConfig::new(&o.url, o.client_id)?;
+    m.username = o.username.filter(|u| !u.is_empty());
+    m.password = o.password;
+    m.keep_alive = Duration::from_secs(count("keepAlive", o.keep_alive, 30_000)?.div_ceil(1000));
+    m.qos = match count("qos", o.qos, 1)? {
+        q @ (0 | 1) => q as u8,
+        q => {
+            return Err(Error::config(format!(
+                "qos must be 0 or 1, got {q} (MQTT QoS 2 is not supported)"
+            )))
+        }
+    };
+    m.tls.ca = o.ca;
+    m.tls.verify = o.reject_unauthorized.unwrap_or(true);
+    m.tls.cert = o.cert;
+    m.tls.key = o.key;
+    m.token = o.token.filter(|t| !t.is_empty());
+    m.shared_group = o.shared_group;
+    if let Some(d) = o.dead_letter_topic {
+        m.dead_letter_topic = d;
+    }
+    m.publish_timeout = millis("publishTimeout", o.publish_timeout, 30_000)?;
+    m.reconnect_delay = millis("reconnectDelay", o.reconnect_delay, 250)?;
+    m.max_reconnect_delay = millis("maxReconnectDelay", o.max_reconnect_delay, 10_000)?;
+    Ok(TransportConfig::Mqtt(Box::new(m)))
 }
 
 /// A batch of inbound messages handed to JavaScript (parallel arrays: cheap to cross the boundary).
@@ -178,7 +255,7 @@ fn small(name: &str, v: Option<f64>, default: u64) -> Result<u32> {
     u32::try_from(n).map_err(|_| Error::config(format!("{name} is too large: {n}")))
 }
 
-fn config(o: EngineOptions) -> Result<EngineConfig> {
+fn config(mut o: EngineOptions) -> Result<EngineConfig> {
     let transport = match o.transport.as_str() {
         "local" => TransportConfig::Local,
         "file" => {
@@ -200,9 +277,12 @@ fn config(o: EngineOptions) -> Result<EngineConfig> {
             TransportConfig::File(f)
         }
         "redis" => TransportConfig::Redis(redis_config(&o)?),
+        "mqtt" => mqtt_config(o.mqtt.take().ok_or_else(|| {
+            Error::config("url must be the broker URL, e.g. \"mqtt://localhost:1883\"")
+        })?)?,
         other => {
             return Err(Error::config(format!(
-                "unknown transport '{other}' (expected 'local', 'file' or 'redis')"
+                "unknown transport '{other}' (expected 'local', 'file', 'redis' or 'mqtt')"
             )))
         }
     };

@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod local;
+pub mod mqtt;
 pub mod redis;
 
 use std::sync::Arc;
