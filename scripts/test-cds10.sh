@@ -13,4 +13,4 @@ fi
 echo "jest with @sap/cds $("$node22" -p "require('$dir/node_modules/@sap/cds/package.json').version") on Node $("$node22" -v)"
 export CDS_MATRIX_MODULES="$dir/node_modules"
 export NODE_OPTIONS="--require $PWD/scripts/cds-matrix-hook.js"
-exec "$node22" node_modules/jest/bin/jest.js --runInBand "$@"
+exec "$node22" scripts/jest-each.js "$@"

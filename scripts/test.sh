@@ -16,6 +16,6 @@ npx eslint .
 step "cargo test"
 cargo test
 step "jest with @sap/cds $(node -p "require('@sap/cds/package.json').version") on Node $(node -v)"
-npx jest --runInBand
+node scripts/jest-each.js
 step "jest with @sap/cds 10 on Node 22"
 bash scripts/test-cds10.sh

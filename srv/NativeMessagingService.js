@@ -1,6 +1,7 @@
 'use strict'
 const cds = require('@sap/cds')
 const { native } = require('../lib/native')
+const { withNarrowedBridge } = require('../lib/bridge')
 const { NativeMessagingError, codes, fromCoded, fromNative } = require('../lib/errors')
 
 const COMMON_OPTIONS = ['maxAttempts', 'retryDelay', 'maxRetryDelay', 'maxInFlight', 'maxBatch']
@@ -35,7 +36,7 @@ class NativeMessagingService extends cds.MessagingService {
     // Mutable state lives in one object: cds runs `handle` on transaction objects derived from the
     // service (Object.create), where assigning `this.x = …` would only shadow the service's field.
     this._native = { outgoing: [], listening: false, closed: false, onFailure: null }
-    await super.init()
+    await withNarrowedBridge(() => super.init())
     this._onShutdown = () => this.disconnect()
     cds.on('shutdown', this._onShutdown)
     if (this.listenImmediately) this.startListening()

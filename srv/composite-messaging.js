@@ -1,6 +1,7 @@
 'use strict'
 const cds = require('@sap/cds')
 const { native } = require('../lib/native')
+const { withNarrowedBridge } = require('../lib/bridge')
 const { NativeMessagingError, codes, fromNative } = require('../lib/errors')
 
 /**
@@ -11,7 +12,7 @@ const { NativeMessagingError, codes, fromNative } = require('../lib/errors')
  */
 class NativeCompositeMessaging extends cds.MessagingService {
   async init() {
-    await super.init() // sets up this.LOG and the declared-event bridge
+    await withNarrowedBridge(() => super.init()) // sets up this.LOG and the declared-event bridge
     const { NativeRouter } = native()
     const routes = this.options.routes
     if (!routes || typeof routes !== 'object' || Array.isArray(routes) || !Object.keys(routes).length)
