@@ -7,6 +7,16 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 
+const { execSync } = require('node:child_process')
+const version = cmd => {
+  try {
+    return execSync(cmd, { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim().split('\n')[0]
+  } catch {
+    return 'not found'
+  }
+}
+const unique = () => `${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 6)}`
+
 module.exports = {
   local: {
     label: { ours: 'native-local-messaging', cds: '@sap/cds local-messaging' },
@@ -30,5 +40,26 @@ module.exports = {
       'file: no raw JS client exists for the box format; @sap/cds file-based-messaging is measured with fewer messages (it manages a few msgs/s), rates are per second all the same.',
       'file: @sap/cds file-based-messaging is run with outboxed: false, so its emits are measured, not its in-memory outbox.'
     ]
+  },
+  redis: {
+    label: { ours: 'native-redis-messaging (pubsub)', cds: '@sap/cds redis-messaging', raw: 'node-redis v4' },
+    // @sap/cds rewrites redis://host to redis://:port unless the URI has a user: give it one
+    ours: () => ({ kind: 'native-redis-messaging', credentials: { uri: 'redis://127.0.0.1:6379' } }),
+    cds: () => ({ kind: 'redis-messaging', credentials: { uri: 'redis://default:@127.0.0.1:6379' }, outboxed: false }),
+    raw: () => ({ url: 'redis://127.0.0.1:6379' }),
+    versions: () => ({ 'redis-server': version('redis-server --version'), 'node-redis': require('redis/package.json').version }),
+    notes: ['redis: pub/sub on the local Redis (127.0.0.1:6379); @sap/cds redis-messaging is run with outboxed: false.']
+  },
+  'redis-streams': {
+    label: { ours: 'native-redis-messaging (streams)' },
+    ours: () => ({ kind: 'native-redis-messaging', mode: 'streams', credentials: { uri: 'redis://127.0.0.1:6379' }, streamPrefix: `bench:${unique()}:`, queue: `bench-${unique()}` }),
+    notes: ['redis-streams: at-least-once on Redis Streams; neither @sap/cds nor a plain client offers this, so only our figures are shown.']
+  },
+  mqtt: {
+    label: { ours: 'native-mqtt-messaging (QoS 1)', raw: 'mqtt.js (QoS 1)' },
+    ours: () => ({ kind: 'native-mqtt-messaging', url: 'mqtt://127.0.0.1:1883', qos: 1, queue: `bench-${unique()}` }),
+    raw: () => ({ url: 'mqtt://127.0.0.1:1883', qos: 1 }),
+    versions: () => ({ mosquitto: version("mosquitto -h | sed -n 1p"), 'mqtt.js': require('mqtt/package.json').version }),
+    notes: ['mqtt: @sap/cds has no MQTT kind; compared with mqtt.js at QoS 1 on the local Mosquitto (127.0.0.1:1883).']
   }
 }

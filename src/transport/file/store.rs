@@ -323,26 +323,30 @@ impl BoxStore {
                 ),
             )
         };
-        match File::open(&self.path) {
-            Ok(mut f) => {
-                let meta = f
-                    .metadata()
-                    .map_err(|e| io_err("cannot read box file", &self.path, e))?;
-                if Some(meta.ino()) != read_ino || meta.len() < read_len {
-                    return Err(conflict());
-                }
-                if meta.len() > read_len {
-                    let mut tail = String::new();
-                    f.seek(SeekFrom::Start(read_len))
-                        .and_then(|_| f.read_to_string(&mut tail))
-                        .map_err(|e| io_err("cannot read box file", &self.path, e))?;
-                    content.push_str(&tail);
-                }
-            }
+        let mut old = match File::open(&self.path) {
+            Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(conflict()),
             Err(e) => return Err(io_err("cannot read box file", &self.path, e)),
+        };
+        let meta = old
+            .metadata()
+            .map_err(|e| io_err("cannot read box file", &self.path, e))?;
+        if Some(meta.ino()) != read_ino || meta.len() < read_len {
+            return Err(conflict());
         }
-        let content = content.as_str();
+        let mut accounted = read_len;
+        let read_tail = |f: &mut File, from: u64| -> Result<String> {
+            let mut tail = String::new();
+            f.seek(SeekFrom::Start(from))
+                .and_then(|_| f.read_to_string(&mut tail))
+                .map_err(|e| io_err("cannot read box file", &self.path, e))?;
+            Ok(tail)
+        };
+        if meta.len() > read_len {
+            let tail = read_tail(&mut old, read_len)?;
+            accounted += tail.len() as u64;
+            content.push_str(&tail);
+        }
         let mut tmp = self.path.as_os_str().to_owned();
         tmp.push(format!(".{}.tmp", std::process::id()));
         let tmp = PathBuf::from(tmp);
@@ -357,7 +361,14 @@ impl BoxStore {
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
             io_err("cannot rewrite box file", &self.path, e)
-        })
+        })?;
+        // Appends that reached the old file after we looked (a writer that opened it before the
+        // rename) are carried over to the new one.
+        let late = read_tail(&mut old, accounted)?;
+        if !late.is_empty() {
+            append_to(&self.path, &late, self.fsync)?;
+        }
+        Ok(())
     }
 }
 
