@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::log::Logger;
 use crate::policy::RetryPolicy;
+use crate::transport::amqp::{config::AmqpConfig, AmqpTransport};
 use crate::transport::file::{FileConfig, FileTransport};
 use crate::transport::local::LocalTransport;
 use crate::transport::Transport;
@@ -16,6 +17,8 @@ pub enum TransportConfig {
     Local,
     /// The box file of `native-file-based-messaging`.
     File(FileConfig),
+    /// An AMQP 1.0 broker (`native-amqp-messaging`).
+    Amqp(Box<AmqpConfig>),
 }
 
 impl TransportConfig {
@@ -24,6 +27,7 @@ impl TransportConfig {
         Ok(match self {
             TransportConfig::Local => Arc::new(LocalTransport::new()),
             TransportConfig::File(c) => Arc::new(FileTransport::new(c.clone(), log.clone())?),
+            TransportConfig::Amqp(c) => Arc::new(AmqpTransport::new((**c).clone(), log.clone())?),
         })
     }
 }
@@ -66,6 +70,9 @@ impl EngineConfig {
         }
         if let TransportConfig::File(f) = &self.transport {
             f.validate()?;
+        }
+        if let TransportConfig::Amqp(a) = &self.transport {
+            a.validate()?;
         }
         Ok(())
     }
