@@ -220,6 +220,25 @@ impl SharedConn {
         }
     }
 
+    /// Whether the connection of `generation` still runs (unknown while someone reconnects: yes).
+    fn alive(&self, generation: u64) -> bool {
+        match self.state.try_lock() {
+            Ok(st) => st.generation == generation && st.handle.as_ref().is_some_and(|h| !h.is_closed()),
+            Err(_) => true,
+        }
+    }
+
+    /// Resolves once the connection of `generation` is gone (checked twice a second: fe2o3-amqp
+    /// does not wake a sender waiting for credit when the connection drops).
+    async fn lost(&self, generation: u64) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if !self.alive(generation) {
+                return;
+            }
+        }
+    }
+
     /// Closes the connection (used when the last user closes).
     async fn shutdown(&self) {
         let mut st = self.state.lock().await;
@@ -415,9 +434,16 @@ impl SenderTask {
                 let generation = *generation;
                 let mut broken = None;
                 while let Some(item) = queue.pop_front() {
+                    let deadline = item.deadline;
                     let sent = tokio::select! {
                         r = sender.send_batchable_ref(&item.sendable) => Some(r),
                         _ = self.stop.changed(), if stopping_since.is_none() => None,
+                        _ = tokio::time::sleep_until(deadline.into()) => None,
+                        _ = self.conn.lost(generation) => {
+                            queue.push_front(item);
+                            broken = Some("the connection was lost while waiting for link credit".to_string());
+                            break;
+                        }
                     };
                     match sent {
                         None => {
@@ -511,6 +537,28 @@ impl SenderTask {
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {},
                 _ = self.stop.changed(), if stopping_since.is_none() => {},
+                _ = self.conn.lost(link.as_ref().map(|l| l.2).unwrap_or(0)), if link.is_some() && !pending.is_empty() => {
+                    // Outcomes will not come any more: send everything unsettled again, in order.
+                    self.log.warn(&format!(
+                        "sender to {} lost its connection; re-attaching and sending {} unsettled message(s) again",
+                        describe_target(&self.target),
+                        pending.len()
+                    ));
+                    let mut ids: Vec<u64> = pending.keys().copied().collect();
+                    ids.sort_unstable();
+                    for id in ids.into_iter().rev() {
+                        if let Some(i) = pending.remove(&id) {
+                            queue.push_front(i);
+                        }
+                    }
+                    inflight = FuturesUnordered::new();
+                    if let Some((s, sess, g)) = link.take() {
+                        drop(s);
+                        end_session(sess).await;
+                        stale = Some(g);
+                    }
+                    retry_at = Instant::now();
+                },
             }
         }
         if let Some((s, sess, _)) = link.take() {
@@ -781,6 +829,16 @@ impl ReceiverTask {
                             end_session(session).await;
                             continue 'outer;
                         }
+                    }
+                    _ = self.conn.lost(generation) => {
+                        self.log.warn(&format!(
+                            "CONNECTION_FAILED: receiver on '{}' lost its connection; re-attaching (unsettled messages are redelivered by the broker)",
+                            self.source
+                        ));
+                        stale = Some(generation);
+                        drop(receiver);
+                        end_session(session).await;
+                        continue 'outer;
                     }
                     r = receiver.recv::<Body<Value>>() => match r {
                         Ok(d) => {

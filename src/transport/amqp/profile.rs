@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 /// RabbitMQ's AMQP 1.0 address format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RabbitAddress {
-    /// RabbitMQ 3.x (`/exchange/<x>/<key>`, `/topic/<key>`, `/amq/queue/<q>`).
+    /// RabbitMQ 3.x (`/exchange/<x>` with the routing key in `subject`, `/amq/queue/<q>`).
     V1,
     /// RabbitMQ 4.x (`/exchanges/<x>/<key>`, `/queues/<q>`, percent-encoded).
     V2,
@@ -239,19 +239,13 @@ impl Profile {
             Profile::RabbitMq {
                 version: RabbitAddress::V1,
                 exchange,
-            } => {
-                if topic.contains('/') {
-                    return Err(Error::new(
-                        crate::error::ErrorCode::NoRoute,
-                        format!("topic '{topic}' contains '/', which RabbitMQ 3.x AMQP 1.0 addresses cannot express; use profile 'rabbitmq4' or another topic"),
-                    ));
-                }
-                Route {
-                    link: Some(format!("/exchange/{exchange}/{topic}")),
-                    to: None,
-                    subject: Some(topic.to_string()),
-                }
-            }
+            } => Route {
+                // One link for every topic: RabbitMQ 3.x takes the routing key from `subject` when
+                // the target is `/exchange/<x>` (same as `/exchange/<x>/<key>`, without a link per key).
+                link: Some(format!("/exchange/{exchange}")),
+                to: None,
+                subject: Some(topic.to_string()),
+            },
             Profile::RabbitMq {
                 version: RabbitAddress::V2,
                 exchange,
@@ -495,10 +489,7 @@ mod tests {
     fn rabbitmq3_publishes_to_the_topic_exchange_and_consumes_the_queue() {
         let p = rabbit(RabbitAddress::V1);
         let r = p.route("ReviewsService.reviewed").unwrap();
-        assert_eq!(
-            r.link.as_deref(),
-            Some("/exchange/amq.topic/ReviewsService.reviewed")
-        );
+        assert_eq!(r.link.as_deref(), Some("/exchange/amq.topic"));
         assert_eq!(r.subject.as_deref(), Some("ReviewsService.reviewed"));
         assert_eq!(
             p.sources("orders", &[]),
@@ -508,7 +499,7 @@ mod tests {
         assert_eq!(p.dead_letter_outcome(), FailOutcome::Rejected);
         assert!(p.provisions());
         assert!(p.validate_queue("a/b").is_err());
-        assert!(p.route("a/b").is_err());
+        assert_eq!(p.route("a/b").unwrap().subject.as_deref(), Some("a/b"));
     }
 
     #[test]
