@@ -305,7 +305,10 @@ impl SenderTask {
             Ok(Err(e)) => {
                 end_session(session).await;
                 let (message, kind) = match &e {
-                    fe2o3_amqp::link::SenderAttachError::RemoteClosedWithError(err) => (
+                    fe2o3_amqp::link::SenderAttachError::RemoteClosedWithError(err)
+                    | fe2o3_amqp::link::SenderAttachError::SessionStopped(
+                        fe2o3_amqp::link::SessionStopReason::RemoteEndedWithError(err),
+                    ) => (
                         format!(
                             "the broker refused to publish to {}: {}",
                             describe_target(&self.target),
@@ -696,7 +699,10 @@ impl ReceiverTask {
             Ok(Err(e)) => {
                 end_session(session).await;
                 let (msg, kind) = match &e {
-                    fe2o3_amqp::link::ReceiverAttachError::RemoteClosedWithError(err) => (
+                    fe2o3_amqp::link::ReceiverAttachError::RemoteClosedWithError(err)
+                    | fe2o3_amqp::link::ReceiverAttachError::SessionStopped(
+                        fe2o3_amqp::link::SessionStopReason::RemoteEndedWithError(err),
+                    ) => (
                         format!("the broker refused to let this service consume from '{}': {}", self.source, net::describe(err)),
                         Failure::Permanent,
                     ),
@@ -909,6 +915,9 @@ fn truncate(s: &str, max: usize) -> String {
 // The transport
 // ---------------------------------------------------------------------------------------------
 
+/// How long an emit waits for bindings of subscriptions made just before it.
+const BINDING_WAIT: Duration = Duration::from_secs(5);
+
 /// The AMQP 1.0 transport.
 pub struct AmqpTransport {
     cfg: AmqpConfig,
@@ -919,6 +928,10 @@ pub struct AmqpTransport {
     stop: watch::Sender<bool>,
     closed: AtomicBool,
     started: AtomicBool,
+    /// The subscriptions (set at start).
+    subs: OnceLock<Arc<crate::subscriptions::Subscriptions>>,
+    /// The subscription version whose bindings exist (emits wait for it: see `publish`).
+    applied: Arc<watch::Sender<u64>>,
 }
 
 impl AmqpTransport {
@@ -935,6 +948,8 @@ impl AmqpTransport {
             stop: watch::channel(false).0,
             closed: AtomicBool::new(false),
             started: AtomicBool::new(false),
+            subs: OnceLock::new(),
+            applied: Arc::new(watch::channel(0).0),
         })
     }
 
@@ -970,6 +985,7 @@ struct Provisioner {
     receivers: Vec<JoinHandle<()>>,
     conn: Arc<SharedConn>,
     attempts: Arc<Mutex<Attempts>>,
+    applied: Arc<watch::Sender<u64>>,
 }
 
 impl Provisioner {
@@ -1006,7 +1022,7 @@ impl Provisioner {
             _ => String::new(),
         };
         loop {
-            subs.borrow_and_update();
+            let version = *subs.borrow_and_update();
             let (topics, all) = self.topics();
             if !topics.is_empty() || all {
                 let mut keys: Vec<String> = topics.iter().filter(|t| !bound.contains(*t)).cloned().collect();
@@ -1051,6 +1067,7 @@ impl Provisioner {
                         }
                     }
                     self.ready.send_modify(|g| *g += 1);
+                    self.applied.send_replace(version);
                 } else {
                     let wait = backoff(self.cfg.conn.reconnect_delay, self.cfg.conn.max_reconnect_delay, failures);
                     tokio::select! {
@@ -1058,6 +1075,9 @@ impl Provisioner {
                         _ = self.stop.changed() => break,
                     }
                 }
+            }
+            if topics.is_empty() && !all {
+                self.applied.send_replace(version);
             }
             tokio::select! {
                 r = subs.changed() => if r.is_err() { break },
@@ -1109,13 +1129,24 @@ impl Transport for AmqpTransport {
             receivers: Vec::new(),
             conn: self.conn.clone(),
             attempts: Arc::new(Mutex::new(Attempts::default())),
+            applied: self.applied.clone(),
             ctx,
         };
+        let _ = self.subs.set(prov.ctx.subscriptions.clone());
         lock(&self.tasks).push(tokio::spawn(prov.run()));
         Ok(())
     }
 
     async fn publish(&self, batch: Vec<Outbound>) -> Vec<Result<()>> {
+        // Read your own subscriptions: a handler added just before this emit is bound first, so
+        // `on(t)` followed by `emit(t)` in one service never loses the message to a missing binding.
+        if let Some(subs) = self.subs.get() {
+            let want = *subs.watch().borrow();
+            if *self.applied.borrow() < want {
+                let mut rx = self.applied.subscribe();
+                let _ = tokio::time::timeout(BINDING_WAIT, rx.wait_for(|v| *v >= want)).await;
+            }
+        }
         let mut waits = Vec::with_capacity(batch.len());
         let deadline = Instant::now() + self.cfg.send_timeout;
         for m in batch {

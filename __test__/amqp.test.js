@@ -1,0 +1,162 @@
+'use strict'
+// native-amqp-messaging in a CAP app (cds.test) against RabbitMQ 3.x with the AMQP 1.0 plugin.
+const path = require('node:path')
+const { until, freePort } = require('./helpers')
+const { URL, RUN, ensureRabbit, deleteQueues, queueDepth } = require('./amqp-helpers')
+
+const queues = [`${RUN}-app`]
+// Topics are prefixed per run: amq.topic is shared with every other user of this broker.
+process.env.CDS_CONFIG = JSON.stringify({
+  requires: {
+    messaging: {
+      kind: 'native-amqp-messaging',
+      url: URL,
+      queue: { name: queues[0] },
+      publishPrefix: `${RUN}.`,
+      subscribePrefix: `${RUN}.`,
+      maxAttempts: 3,
+      retryDelay: 20
+    }
+  }
+})
+const cds = require('@sap/cds')
+const { sharedTests } = require('./suite')
+
+const others = []
+async function service(name, options) {
+  const queue = `${RUN}-${name}`
+  queues.push(queue)
+  const s = await cds.connect.to(`${RUN}-${name}`, { kind: 'native-amqp-messaging', url: URL, queue: { name: queue }, ...options })
+  others.push(s)
+  return s
+}
+
+describe('native-amqp-messaging (RabbitMQ)', () => {
+  beforeAll(ensureRabbit, 60000)
+  const t = cds.test(path.join(__dirname, 'apps', 'reviews'))
+  const log = cds.test.log()
+  const ctx = { kind: 'native-amqp-messaging', extra: { url: URL }, POST: (...a) => t.POST(...a) }
+  beforeAll(async () => {
+    ctx.messaging = await cds.connect.to('messaging')
+  })
+  afterAll(async () => {
+    for (const s of others) await s.disconnect()
+    await ctx.messaging?.disconnect()
+    deleteQueues(queues)
+  })
+
+  test('is our kind', () => {
+    expect(ctx.messaging.constructor.name).toBe('NativeAmqpMessaging')
+  })
+
+  sharedTests(ctx)
+
+  test('handler always throws: rejected after maxAttempts, so the queue\'s dead-letter exchange takes it', async () => {
+    // The dead-letter queue is bound to amq.fanout, the poison queue's x-dead-letter-exchange.
+    const dead = await service('dead', { exchange: 'amq.fanout', maxAttempts: 1 })
+    const got = []
+    dead.on(`${RUN}.poison`, msg => got.push(msg))
+    await dead.startListening()
+    const src = await service('poison', {
+      maxAttempts: 2,
+      retryDelay: 10,
+      queue: { name: `${RUN}-poison`, deadLetterExchange: 'amq.fanout' }
+    })
+    let calls = 0
+    src.on(`${RUN}.poison`, () => {
+      calls++
+      throw new Error('cannot process')
+    })
+    await src.startListening()
+    await src.emit(`${RUN}.poison`, { p: 1 }, { reason: 'test' })
+    await until(() => got.length === 1, 15000, 'the dead-lettered message')
+    expect(calls).toBe(2)
+    expect(got[0].data).toEqual({ p: 1 })
+    expect(got[0].headers).toMatchObject({ reason: 'test' })
+    expect(log.output).toMatch(/failed 2 time\(s\) and was moved to the dead-letter place/)
+    await until(() => queueDepth(`${RUN}-poison`) === 0, 10000, 'an empty poison queue')
+  })
+
+  test('a subscription made after listening is bound and receives', async () => {
+    const seen = []
+    ctx.messaging.on('late.topic', msg => seen.push(msg.data))
+    await ctx.messaging.emit('late.topic', { late: true })
+    await until(() => seen.length === 1, 10000, 'delivery')
+    expect(seen[0]).toEqual({ late: true })
+  })
+
+  test('qos 0 sends settled and still arrives', async () => {
+    const s = await service('qos0', { qos: 0 })
+    const seen = []
+    s.on(`${RUN}.qos0`, msg => seen.push(msg.data.i))
+    await s.startListening()
+    await Promise.all([1, 2, 3].map(i => s.emit(`${RUN}.qos0`, { i })))
+    await until(() => seen.length === 3, 10000, 'deliveries')
+    expect(seen.sort()).toEqual([1, 2, 3])
+  })
+
+  test('wrong password: emit rejects with CONNECTION_FAILED, no secret in the message, host keeps running', async () => {
+    // The password goes into credentials.password (cds masks it when it logs the service options).
+    const s = await service('badpw', {
+      url: undefined,
+      credentials: { url: 'amqp://127.0.0.1:5672', user: 'guest', password: 'wrong-secret' },
+      connection: { dedicated: true }
+    })
+    const err = await s.emit(`${RUN}.x`, {}).catch(e => e)
+    expect(err).toBeInstanceOf(Error)
+    expect(err.code).toBe('CONNECTION_FAILED')
+    expect(err.message).toMatch(/authentication/)
+    expect(err.message).not.toContain('wrong-secret')
+    expect(log.output).not.toContain('wrong-secret')
+  })
+
+  test('nothing listening on the port: emit rejects with CONNECTION_FAILED at once', async () => {
+    const port = await freePort()
+    const s = await service('noport', { url: `amqp://guest:guest@127.0.0.1:${port}` })
+    const t0 = Date.now()
+    const err = await s.emit(`${RUN}.x`, {}).catch(e => e)
+    expect(err.code).toBe('CONNECTION_FAILED')
+    expect(err.message).toMatch(/cannot reach/)
+    expect(Date.now() - t0).toBeLessThan(5000)
+  })
+
+  test('bad address: emit rejects with NO_ROUTE naming the broker\'s reason', async () => {
+    const s = await service('badaddr', {
+      profile: 'generic',
+      addresses: { publish: `/exchange/${RUN}-no-such-exchange/{topic}`, consume: '/amq/queue/{queue}' }
+    })
+    const err = await s.emit('anything', {}).catch(e => e)
+    expect(err.code).toBe('NO_ROUTE')
+    expect(err.message).toMatch(/not-found|no exchange/i)
+    // the other links of the shared connection are unaffected
+    const seen = []
+    ctx.messaging.on('after.bad.address', () => seen.push(1))
+    await ctx.messaging.emit('after.bad.address', {})
+    await until(() => seen.length === 1, 10000, 'delivery after a refused attach')
+  })
+
+  test('unknown queue (provision off): an error line with a code, retried, the host keeps running', async () => {
+    const s = await service('absent', { queue: { name: `${RUN}-absent`, provision: false } })
+    s.on(`${RUN}.absent`, () => {})
+    await s.startListening()
+    await until(() => /CONNECTION_FAILED: the broker refused to let this service consume from '\/amq\/queue\/[^']*-absent'.*not-found/.test(log.output), 10000, 'the error line')
+    expect(queueDepth(`${RUN}-absent`)).toBeUndefined() // never created
+  })
+
+  test('invalid AMQP options fail with INVALID_CONFIG', async () => {
+    for (const [bad, re] of [
+      [{ url: undefined }, /url/],
+      [{ url: 'http://x' }, /scheme/],
+      [{ profile: 'kafka' }, /profile/],
+      [{ profile: 'eventter' }, /namespace/],
+      [{ qos: 2 }, /qos/],
+      [{ queue: { name: 'a/b' } }, /cannot express/],
+      [{ tls: { ca: '/no/such/file.pem' } }, /tls\.ca/]
+    ]) {
+      const err = await cds.connect.to({ kind: 'native-amqp-messaging', url: URL, ...bad }).catch(e => e)
+      expect(err).toBeInstanceOf(Error)
+      expect(err.code).toBe('INVALID_CONFIG')
+      expect(err.message).toMatch(re)
+    }
+  })
+})
