@@ -14,5 +14,8 @@ module.exports = {
   },
   get NativeFileBasedMessaging() {
     return require('./srv/file-based-messaging')
+  },
+  get NativeAmqpMessaging() {
+    return require('./srv/amqp-messaging')
   }
 }

@@ -143,6 +143,27 @@ describe('native-amqp-messaging (RabbitMQ)', () => {
     expect(queueDepth(`${RUN}-absent`)).toBeUndefined() // never created
   })
 
+  test('a message without a topic goes to \'*\' handlers, or is dead-lettered with an error line', async () => {
+    // azure-service-bus sends to the topic as link target without subject: on RabbitMQ 3.x the target
+    // /amq/queue/<q> puts a message without routing key or subject straight into <q>.
+    const raw = await service('raw', { profile: 'azure-service-bus' })
+    const star = await service('star')
+    const got = []
+    star.on(`${RUN}.bind-star`, () => {})
+    star.on('*', msg => got.push(msg))
+    await star.startListening()
+    const none = await service('nostar', { maxAttempts: 1 })
+    none.on(`${RUN}.bind-nostar`, () => {})
+    await none.startListening()
+    await until(() => queueDepth(`${RUN}-star`) === 0 && queueDepth(`${RUN}-nostar`) === 0, 10000, 'queues')
+    await raw.emit(`/amq/queue/${RUN}-star`, { untopical: 1 })
+    await until(() => got.length === 1, 10000, "the '*' handler")
+    expect(got[0].data).toEqual({ untopical: 1 })
+    await raw.emit(`/amq/queue/${RUN}-nostar`, { untopical: 2 })
+    await until(() => /carries no topic/.test(log.output) && /message on topic '' .*dead-letter place/.test(log.output), 10000, 'the dead-letter line')
+    await until(() => queueDepth(`${RUN}-nostar`) === 0, 10000, 'an empty queue')
+  })
+
   test('invalid AMQP options fail with INVALID_CONFIG', async () => {
     for (const [bad, re] of [
       [{ url: undefined }, /url/],

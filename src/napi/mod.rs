@@ -253,11 +253,9 @@ fn config(o: EngineOptions) -> Result<EngineConfig> {
 fn amqp_config(o: &EngineOptions) -> Result<crate::transport::amqp::config::AmqpConfig> {
     use crate::transport::amqp::config::{AmqpConfig, ConnSettings, QueueConfig, Sasl};
     use crate::transport::amqp::profile::{FailOutcome, Profile, Templates, TopicSource};
-    let url = o
-        .url
-        .as_deref()
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| Error::config("url must be the broker URL, e.g. \"amqp://guest:guest@localhost:5672\""))?;
+    let url = o.url.as_deref().filter(|u| !u.is_empty()).ok_or_else(|| {
+        Error::config("url must be the broker URL, e.g. \"amqp://guest:guest@localhost:5672\"")
+    })?;
     let container_id = o
         .container_id
         .clone()
@@ -278,11 +276,12 @@ fn amqp_config(o: &EngineOptions) -> Result<crate::transport::amqp::config::Amqp
     }
     match o.sasl.as_deref().map(str::to_ascii_uppercase).as_deref() {
         None => {}
-        Some("PLAIN") => {
-            if !matches!(conn.sasl, Sasl::Plain { .. }) {
-                return Err(Error::config("sasl 'PLAIN' needs a user (in the url or option user)"));
-            }
+        Some("PLAIN") if !matches!(conn.sasl, Sasl::Plain { .. }) => {
+            return Err(Error::config(
+                "sasl 'PLAIN' needs a user (in the url or option user)",
+            ));
         }
+        Some("PLAIN") => {}
         Some("ANONYMOUS") => conn.sasl = Sasl::Anonymous,
         Some("EXTERNAL") => conn.sasl = Sasl::External,
         Some(other) => {
@@ -291,7 +290,11 @@ fn amqp_config(o: &EngineOptions) -> Result<crate::transport::amqp::config::Amqp
             )))
         }
     }
-    let tls_given = o.tls_ca.is_some() || o.tls_cert.is_some() || o.tls_key.is_some() || o.tls_verify.is_some() || o.tls_servername.is_some();
+    let tls_given = o.tls_ca.is_some()
+        || o.tls_cert.is_some()
+        || o.tls_key.is_some()
+        || o.tls_verify.is_some()
+        || o.tls_servername.is_some();
     match conn.tls.as_mut() {
         Some(t) => {
             t.ca = o.tls_ca.clone();
@@ -325,14 +328,21 @@ fn amqp_config(o: &EngineOptions) -> Result<crate::transport::amqp::config::Amqp
                     )))
                 }
             },
-            retry: FailOutcome::parse(o.retry_outcome.as_deref().unwrap_or("modified"), "retryOutcome")?,
+            retry: FailOutcome::parse(
+                o.retry_outcome.as_deref().unwrap_or("modified"),
+                "retryOutcome",
+            )?,
             dead_letter: FailOutcome::parse(
                 o.dead_letter_outcome.as_deref().unwrap_or("rejected"),
                 "deadLetterOutcome",
             )?,
         }),
         (None, None) => None,
-        _ => return Err(Error::config("publishAddress and consumeAddress must be given together")),
+        _ => {
+            return Err(Error::config(
+                "publishAddress and consumeAddress must be given together",
+            ))
+        }
     };
     let profile = Profile::by_name(
         o.profile.as_deref().unwrap_or("rabbitmq"),
@@ -341,7 +351,11 @@ fn amqp_config(o: &EngineOptions) -> Result<crate::transport::amqp::config::Amqp
         generic,
     )?;
     let max_in_flight = small("maxInFlight", o.max_in_flight, 100)?;
-    let prefetch = small("prefetch", o.prefetch, u64::from(max_in_flight.saturating_mul(2)))?;
+    let prefetch = small(
+        "prefetch",
+        o.prefetch,
+        u64::from(max_in_flight.saturating_mul(2)),
+    )?;
     let qos = small("qos", o.qos, 1)?;
     Ok(AmqpConfig {
         conn,
