@@ -1,7 +1,11 @@
 'use strict'
 // native-amqp-messaging in a CAP app (cds.test) against RabbitMQ 3.x with the AMQP 1.0 plugin.
+const fs = require('node:fs')
+const net = require('node:net')
 const path = require('node:path')
-const { until, freePort } = require('./helpers')
+const tls = require('node:tls')
+const { execFileSync } = require('node:child_process')
+const { until, freePort, tmpDir } = require('./helpers')
 const { URL, RUN, ensureRabbit, deleteQueues, queueDepth } = require('./amqp-helpers')
 
 const queues = [`${RUN}-app`]
@@ -162,6 +166,67 @@ describe('native-amqp-messaging (RabbitMQ)', () => {
     await raw.emit(`/amq/queue/${RUN}-nostar`, { untopical: 2 })
     await until(() => /carries no topic/.test(log.output) && /message on topic '' .*dead-letter place/.test(log.output), 10000, 'the dead-letter line')
     await until(() => queueDepth(`${RUN}-nostar`) === 0, 10000, 'an empty queue')
+  })
+
+  test('queue deleted while consuming: it is declared and bound again, consumption resumes', async () => {
+    const s = await service('deleted', { connection: { reconnectDelay: 50, maxReconnectDelay: 500 } })
+    const seen = []
+    s.on(`${RUN}.deleted`, msg => seen.push(msg.data.n))
+    await s.startListening()
+    await s.emit(`${RUN}.deleted`, { n: 1 })
+    await until(() => seen.length === 1, 10000, 'first delivery')
+    deleteQueues([`${RUN}-deleted`])
+    await until(() => queueDepth(`${RUN}-deleted`) === 0, 15000, 'the queue to be declared again')
+    await until(async () => {
+      await s.emit(`${RUN}.deleted`, { n: 2 })
+      await new Promise(r => setTimeout(r, 300))
+      return seen.includes(2)
+    }, 15000, 'a delivery after the queue came back')
+  })
+
+  test('amqps: verifies the broker certificate by default, trusts tls.ca, rejectUnauthorized: false skips it', async () => {
+    const dir = tmpDir('amqps')
+    const key = path.join(dir, 'key.pem')
+    const cert = path.join(dir, 'cert.pem')
+    const ca = path.join(dir, 'ca.pem')
+    const openssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' })
+    openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', ca, '-days', '1', '-subj', '/CN=cnm test CA')
+    openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', 'leaf.csr', '-subj', '/CN=localhost')
+    fs.writeFileSync(path.join(dir, 'ext'), 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n')
+    openssl('x509', '-req', '-in', 'leaf.csr', '-CA', ca, '-CAkey', 'ca.key', '-CAcreateserial', '-out', cert, '-days', '1', '-extfile', 'ext')
+    // A TLS terminator in front of RabbitMQ's plain AMQP port.
+    const server = tls.createServer({ key: fs.readFileSync(key), cert: fs.readFileSync(cert) }, c => {
+      const u = net.connect(5672, '127.0.0.1')
+      c.pipe(u)
+      u.pipe(c)
+      const kill = () => (c.destroy(), u.destroy())
+      c.on('error', kill)
+      u.on('error', kill)
+      c.on('close', kill)
+      u.on('close', kill)
+    })
+    const port = await freePort()
+    await new Promise(r => server.listen(port, '127.0.0.1', r))
+    try {
+      const credentials = { url: `amqps://localhost:${port}`, user: 'guest', password: 'guest' }
+      const trusted = await service('tls', { url: undefined, credentials, tls: { ca } })
+      const seen = []
+      trusted.on(`${RUN}.tls`, msg => seen.push(msg.data))
+      await trusted.startListening()
+      await trusted.emit(`${RUN}.tls`, { secure: true })
+      await until(() => seen.length === 1, 10000, 'delivery over TLS')
+
+      const untrusted = await service('tls-untrusted', { url: undefined, credentials, connection: { dedicated: true } })
+      const err = await untrusted.emit(`${RUN}.tls`, {}).catch(e => e)
+      expect(err.code).toBe('CONNECTION_FAILED')
+      expect(err.message).toMatch(/TLS|certificate/i)
+
+      const insecure = await service('tls-insecure', { url: undefined, credentials, tls: { rejectUnauthorized: false }, connection: { dedicated: true } })
+      await insecure.emit(`${RUN}.tls`, { secure: false })
+      await until(() => seen.length === 2, 10000, 'delivery without verification')
+    } finally {
+      server.close()
+    }
   })
 
   test('invalid AMQP options fail with INVALID_CONFIG', async () => {

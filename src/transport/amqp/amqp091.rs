@@ -202,8 +202,7 @@ pub async fn declare_and_bind(
                 ))
             }
         };
-        c.io
-            .write_all(b"AMQP\x00\x00\x09\x01")
+        c.io.write_all(b"AMQP\x00\x00\x09\x01")
             .await
             .map_err(|e| c.io_error(e))?;
         c.expect(10, 10, "start an AMQP 0-9-1 connection").await?;
@@ -240,7 +239,11 @@ pub async fn declare_and_bind(
             .unwrap_or(131_072);
         let mut a = W::default();
         a.u16(channel_max)
-            .u32(if frame_max == 0 { 131_072 } else { frame_max.min(131_072) })
+            .u32(if frame_max == 0 {
+                131_072
+            } else {
+                frame_max.min(131_072)
+            })
             .u16(0);
         c.send(0, 10, 31, &a.0).await?;
         let mut a = W::default();
@@ -297,7 +300,12 @@ pub async fn declare_and_bind(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), c.recv()).await;
         Ok(())
     };
-    match tokio::time::timeout(s.connect_timeout.max(std::time::Duration::from_secs(5)), fut).await {
+    match tokio::time::timeout(
+        s.connect_timeout.max(std::time::Duration::from_secs(5)),
+        fut,
+    )
+    .await
+    {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             let kind = if e.source.is_some() {
@@ -352,12 +360,19 @@ mod tests {
     #[test]
     fn close_reason_is_read() {
         let mut a = W::default();
-        a.u16(404).short("NOT_FOUND - no exchange 'x'").unwrap().u16(50).u16(20);
+        a.u16(404)
+            .short("NOT_FOUND - no exchange 'x'")
+            .unwrap()
+            .u16(50)
+            .u16(20);
         let m = Method {
             class: 20,
             method: 40,
             args: a.0,
         };
-        assert_eq!(m.close_reason(), (404, "NOT_FOUND - no exchange 'x'".into()));
+        assert_eq!(
+            m.close_reason(),
+            (404, "NOT_FOUND - no exchange 'x'".into())
+        );
     }
 }

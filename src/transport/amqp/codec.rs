@@ -6,9 +6,7 @@
 //! hold `id`, `source`, `specversion` and `type`, else `application/json`; `to` / `subject` from the
 //! profile; a random `message-id`; `header.durable` so brokers persist it.
 
-use fe2o3_amqp::types::messaging::{
-    Body, Data, Header, Message, MessageId, Properties,
-};
+use fe2o3_amqp::types::messaging::{Body, Data, Header, Message, MessageId, Properties};
 use fe2o3_amqp::types::primitives::{Binary, Value};
 use serde::de::IgnoredAny;
 
@@ -168,7 +166,9 @@ pub fn decode(
     Decoded {
         topic: profile.topic_of(&meta),
         payload: json_payload(body_bytes(&m.body)),
-        message_id: props.and_then(|p| p.message_id.as_ref()).map(message_id_text),
+        message_id: props
+            .and_then(|p| p.message_id.as_ref())
+            .map(message_id_text),
         delivery_count: m.header.as_ref().map(|h| h.delivery_count).unwrap_or(0),
     }
 }
@@ -190,7 +190,10 @@ mod tests {
             CLOUDEVENTS_JSON
         );
         assert_eq!(content_type(r#"{"id":"1","source":"/s","type":"t"}"#), JSON);
-        assert_eq!(content_type(r#"{"data":{"id":1,"source":1,"specversion":1,"type":1}}"#), JSON);
+        assert_eq!(
+            content_type(r#"{"data":{"id":1,"source":1,"specversion":1,"type":1}}"#),
+            JSON
+        );
         assert_eq!(content_type("not json"), JSON);
     }
 
@@ -208,24 +211,41 @@ mod tests {
         let route = Profile::EventMesh.route("sap/app/Orders/created").unwrap();
         let payload = r#"{"x-correlation-id":"c1","data":{"ID":1}}"#;
         let m = outbound(&route, payload, "00ff".into(), true);
-        let bytes = serde_amqp::to_vec(&fe2o3_amqp::types::messaging::message::__private::Serializable(m)).unwrap();
+        let bytes =
+            serde_amqp::to_vec(&fe2o3_amqp::types::messaging::message::__private::Serializable(m))
+                .unwrap();
         // header section: descriptor 0x70, durable = true
         assert_eq!(&bytes[0..3], &[0x00, 0x53, 0x70]);
         let header_list = &bytes[3..];
         assert_eq!(header_list[0], 0xc0);
         assert_eq!(header_list[3], 0x41, "durable true");
         // properties section: descriptor 0x73
-        let p = bytes.windows(3).position(|w| w == [0x00, 0x53, 0x73]).unwrap();
+        let p = bytes
+            .windows(3)
+            .position(|w| w == [0x00, 0x53, 0x73])
+            .unwrap();
         let props = &bytes[p..];
         let to = b"topic:sap/app/Orders/created";
         assert!(props.windows(to.len()).any(|w| w == to));
         let ct = b"\xa3\x10application/json";
-        assert!(props.windows(ct.len()).any(|w| w == ct), "content-type is a symbol");
+        assert!(
+            props.windows(ct.len()).any(|w| w == ct),
+            "content-type is a symbol"
+        );
         let id = b"\xa1\x0400ff";
         assert!(props.windows(id.len()).any(|w| w == id));
         // exactly one data section, last, holding the payload bytes unchanged
-        let d = bytes.windows(3).position(|w| w == [0x00, 0x53, 0x75]).unwrap();
-        assert_eq!(bytes.windows(3).filter(|w| *w == [0x00, 0x53, 0x75]).count(), 1);
+        let d = bytes
+            .windows(3)
+            .position(|w| w == [0x00, 0x53, 0x75])
+            .unwrap();
+        assert_eq!(
+            bytes
+                .windows(3)
+                .filter(|w| *w == [0x00, 0x53, 0x75])
+                .count(),
+            1
+        );
         assert_eq!(bytes[d + 3], 0xa0);
         assert_eq!(bytes[d + 4] as usize, payload.len());
         assert_eq!(&bytes[d + 5..], payload.as_bytes());
@@ -248,7 +268,13 @@ mod tests {
             message_annotations: None,
             properties: m.properties,
             application_properties: None,
-            body: Body::Data(vec![Data(Binary::from(b"{\"da".to_vec())), Data(Binary::from(b"ta\":1}".to_vec()))].into()),
+            body: Body::Data(
+                vec![
+                    Data(Binary::from(b"{\"da".to_vec())),
+                    Data(Binary::from(b"ta\":1}".to_vec())),
+                ]
+                .into(),
+            ),
             footer: None,
         };
         let d = decode(&m, &Profile::EventMesh, None);

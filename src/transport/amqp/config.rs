@@ -159,7 +159,12 @@ impl ConnSettings {
 
     /// The key under which connections are shared: everything that makes a connection different.
     pub fn share_key(&self) -> String {
-        format!("{:?}|{:?}|{}", self, self.sasl_secret_hash(), self.container_id)
+        format!(
+            "{:?}|{:?}|{}",
+            self,
+            self.sasl_secret_hash(),
+            self.container_id
+        )
     }
 
     fn sasl_secret_hash(&self) -> u64 {
@@ -245,8 +250,7 @@ impl AmqpConfig {
                 return Err(Error::config("tls.cert and tls.key must be given together"));
             }
         }
-        if self.conn.idle_timeout < Duration::from_millis(1000)
-            && !self.conn.idle_timeout.is_zero()
+        if self.conn.idle_timeout < Duration::from_millis(1000) && !self.conn.idle_timeout.is_zero()
         {
             return Err(Error::config(
                 "idleTimeout must be 0 (none) or at least 1000 ms",
@@ -279,7 +283,8 @@ mod tests {
 
     #[test]
     fn parses_urls_with_credentials_port_and_vhost() {
-        let c = ConnSettings::from_url("amqp://gu%40st:p%3Ass@localhost:5673/my%2Fvh", "c1").unwrap();
+        let c =
+            ConnSettings::from_url("amqp://gu%40st:p%3Ass@localhost:5673/my%2Fvh", "c1").unwrap();
         assert_eq!(c.host, "localhost");
         assert_eq!(c.port, 5673);
         assert_eq!(c.vhost.as_deref(), Some("my/vh"));

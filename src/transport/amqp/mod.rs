@@ -165,10 +165,8 @@ impl SharedConn {
             match net::open(&self.settings).await {
                 Ok(h) => {
                     if st.failures > 0 || st.ever_connected {
-                        self.log.info(&format!(
-                            "connected to {} again",
-                            self.settings.endpoint()
-                        ));
+                        self.log
+                            .info(&format!("connected to {} again", self.settings.endpoint()));
                     }
                     st.handle = Some(h);
                     st.generation += 1;
@@ -179,10 +177,18 @@ impl SharedConn {
                 Err(e) => {
                     st.failures = st.failures.saturating_add(1);
                     st.last_failure = Some(Instant::now());
-                    let kind = if st.ever_connected { e.kind } else { Failure::Permanent };
+                    let kind = if st.ever_connected {
+                        e.kind
+                    } else {
+                        Failure::Permanent
+                    };
                     return Err(ConnectError {
                         error: e.error,
-                        kind: if e.kind == Failure::Permanent { Failure::Permanent } else { kind },
+                        kind: if e.kind == Failure::Permanent {
+                            Failure::Permanent
+                        } else {
+                            kind
+                        },
                     });
                 }
             }
@@ -201,7 +207,10 @@ impl SharedConn {
                 Err(ConnectError {
                     error: Error::with_cause(
                         ErrorCode::ConnectionFailed,
-                        format!("cannot begin an AMQP session on {}", self.settings.endpoint()),
+                        format!(
+                            "cannot begin an AMQP session on {}",
+                            self.settings.endpoint()
+                        ),
                         e,
                     ),
                     kind: Failure::Transient,
@@ -212,7 +221,10 @@ impl SharedConn {
                 Err(ConnectError {
                     error: Error::new(
                         ErrorCode::ConnectionFailed,
-                        format!("beginning an AMQP session on {} timed out", self.settings.endpoint()),
+                        format!(
+                            "beginning an AMQP session on {} timed out",
+                            self.settings.endpoint()
+                        ),
                     ),
                     kind: Failure::Transient,
                 })
@@ -223,7 +235,9 @@ impl SharedConn {
     /// Whether the connection of `generation` still runs (unknown while someone reconnects: yes).
     fn alive(&self, generation: u64) -> bool {
         match self.state.try_lock() {
-            Ok(st) => st.generation == generation && st.handle.as_ref().is_some_and(|h| !h.is_closed()),
+            Ok(st) => {
+                st.generation == generation && st.handle.as_ref().is_some_and(|h| !h.is_closed())
+            }
             Err(_) => true,
         }
     }
@@ -272,8 +286,16 @@ struct SenderTask {
     stop: watch::Receiver<bool>,
 }
 
-type OutcomeFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (u64, std::result::Result<Outcome, fe2o3_amqp::link::SendError>)> + Send>>;
+type OutcomeFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (
+                    u64,
+                    std::result::Result<Outcome, fe2o3_amqp::link::SendError>,
+                ),
+            > + Send,
+    >,
+>;
 
 fn describe_target(t: &Option<String>) -> String {
     match t {
@@ -283,7 +305,10 @@ fn describe_target(t: &Option<String>) -> String {
 }
 
 impl SenderTask {
-    async fn attach(&self, stale: Option<u64>) -> Result<(Sender, SessionHandle<()>, u64), ConnectError> {
+    async fn attach(
+        &self,
+        stale: Option<u64>,
+    ) -> Result<(Sender, SessionHandle<()>, u64), ConnectError> {
         let (mut session, generation) = self.conn.session(stale).await?;
         let mut target = Target::builder();
         if let Some(a) = &self.target {
@@ -300,7 +325,8 @@ impl SenderTask {
         for c in self.capabilities {
             b = b.add_desired_capabilities(Symbol::from(*c));
         }
-        match tokio::time::timeout(self.conn.settings.connect_timeout, b.attach(&mut session)).await {
+        match tokio::time::timeout(self.conn.settings.connect_timeout, b.attach(&mut session)).await
+        {
             Ok(Ok(s)) => Ok((s, session, generation)),
             Ok(Err(e)) => {
                 end_session(session).await;
@@ -341,7 +367,10 @@ impl SenderTask {
                 Err(ConnectError {
                     error: Error::new(
                         ErrorCode::ConnectionFailed,
-                        format!("attaching a sender to {} timed out", describe_target(&self.target)),
+                        format!(
+                            "attaching a sender to {} timed out",
+                            describe_target(&self.target)
+                        ),
                     ),
                     kind: Failure::Transient,
                 })
@@ -380,11 +409,16 @@ impl SenderTask {
                 }
             }
             if let Some(since) = stopping_since {
-                if (queue.is_empty() && pending.is_empty()) || since.elapsed() > Duration::from_secs(5) {
+                if (queue.is_empty() && pending.is_empty())
+                    || since.elapsed() > Duration::from_secs(5)
+                {
                     for i in queue.drain(..).chain(pending.drain().map(|(_, i)| i)) {
                         let _ = i.done.send(Err(Error::new(
                             ErrorCode::Closed,
-                            format!("cannot emit '{}': the messaging service was shut down", i.topic),
+                            format!(
+                                "cannot emit '{}': the messaging service was shut down",
+                                i.topic
+                            ),
                         )));
                     }
                     break;
@@ -671,6 +705,8 @@ struct ReceiverTask {
     attempts: Arc<Mutex<Attempts>>,
     /// Provisioning to run before every attach (RabbitMQ).
     ready: watch::Receiver<u64>,
+    /// Asks the provisioner to declare and bind again (the queue may have been deleted).
+    reprovision: Arc<tokio::sync::Notify>,
 }
 
 fn delivery_key(d: &codec::Decoded, topic: &str) -> String {
@@ -687,14 +723,18 @@ fn delivery_key(d: &codec::Decoded, topic: &str) -> String {
 }
 
 impl ReceiverTask {
-    async fn attach(&self, stale: Option<u64>) -> Result<(Receiver, SessionHandle<()>, u64), ConnectError> {
+    async fn attach(
+        &self,
+        stale: Option<u64>,
+    ) -> Result<(Receiver, SessionHandle<()>, u64), ConnectError> {
         let (mut session, generation) = self.conn.session(stale).await?;
         let b = Receiver::builder()
             .name(link_name(&self.conn.settings.container_id, "recv"))
             .source(Source::builder().address(self.source.clone()).build())
             .credit_mode(CreditMode::Manual)
             .auto_accept(false);
-        match tokio::time::timeout(self.conn.settings.connect_timeout, b.attach(&mut session)).await {
+        match tokio::time::timeout(self.conn.settings.connect_timeout, b.attach(&mut session)).await
+        {
             Ok(Ok(r)) => Ok((r, session, generation)),
             Ok(Err(e)) => {
                 end_session(session).await;
@@ -703,10 +743,17 @@ impl ReceiverTask {
                     | fe2o3_amqp::link::ReceiverAttachError::SessionStopped(
                         fe2o3_amqp::link::SessionStopReason::RemoteEndedWithError(err),
                     ) => (
-                        format!("the broker refused to let this service consume from '{}': {}", self.source, net::describe(err)),
+                        format!(
+                            "the broker refused to let this service consume from '{}': {}",
+                            self.source,
+                            net::describe(err)
+                        ),
                         Failure::Permanent,
                     ),
-                    other => (format!("cannot attach a receiver to '{}' ({other})", self.source), Failure::Transient),
+                    other => (
+                        format!("cannot attach a receiver to '{}' ({other})", self.source),
+                        Failure::Transient,
+                    ),
                 };
                 Err(ConnectError {
                     error: Error::new(ErrorCode::ConnectionFailed, msg),
@@ -745,15 +792,29 @@ impl ReceiverTask {
                 Ok(l) => l,
                 Err(e) => {
                     failures += 1;
-                    if failures == 1 || failures.is_power_of_two() {
-                        let level = if e.kind == Failure::Permanent { crate::log::Level::Error } else { crate::log::Level::Warn };
-                        self.log.log(level, &format!(
-                            "{}: {}; retrying with back-off",
-                            e.error.code.as_str(),
-                            e.error.full_message()
-                        ));
+                    if e.kind == Failure::Permanent {
+                        self.reprovision.notify_one();
                     }
-                    let wait = backoff(self.conn.settings.reconnect_delay, self.conn.settings.max_reconnect_delay, failures);
+                    if failures == 1 || failures.is_power_of_two() {
+                        let level = if e.kind == Failure::Permanent {
+                            crate::log::Level::Error
+                        } else {
+                            crate::log::Level::Warn
+                        };
+                        self.log.log(
+                            level,
+                            &format!(
+                                "{}: {}; retrying with back-off",
+                                e.error.code.as_str(),
+                                e.error.full_message()
+                            ),
+                        );
+                    }
+                    let wait = backoff(
+                        self.conn.settings.reconnect_delay,
+                        self.conn.settings.max_reconnect_delay,
+                        failures,
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {},
                         _ = self.stop.changed() => return,
@@ -762,12 +823,16 @@ impl ReceiverTask {
                 }
             };
             if failures > 0 {
-                self.log.info(&format!("consuming from '{}' again", self.source));
+                self.log
+                    .info(&format!("consuming from '{}' again", self.source));
             }
             failures = 0;
             let mut unsettled: usize = 0;
             if let Err(e) = receiver.set_credit(self.prefetch).await {
-                self.log.warn(&format!("cannot grant credit on '{}' ({e}); re-attaching", self.source));
+                self.log.warn(&format!(
+                    "cannot grant credit on '{}' ({e}); re-attaching",
+                    self.source
+                ));
                 stale = Some(generation);
                 end_session(session).await;
                 continue;
@@ -777,7 +842,10 @@ impl ReceiverTask {
                 if receiver.credit() == 0 && unsettled <= self.prefetch as usize / 2 {
                     let grant = (self.prefetch as usize - unsettled).max(1) as u32;
                     if let Err(e) = receiver.set_credit(grant).await {
-                        self.log.warn(&format!("cannot grant credit on '{}' ({e}); re-attaching", self.source));
+                        self.log.warn(&format!(
+                            "cannot grant credit on '{}' ({e}); re-attaching",
+                            self.source
+                        ));
                         stale = Some(generation);
                         end_session(session).await;
                         continue 'outer;
@@ -986,6 +1054,7 @@ struct Provisioner {
     conn: Arc<SharedConn>,
     attempts: Arc<Mutex<Attempts>>,
     applied: Arc<watch::Sender<u64>>,
+    reprovision: Arc<tokio::sync::Notify>,
 }
 
 impl Provisioner {
@@ -1008,6 +1077,7 @@ impl Provisioner {
             stop: self.stop.clone(),
             attempts: self.attempts.clone(),
             ready: self.ready.subscribe(),
+            reprovision: self.reprovision.clone(),
         };
         self.receivers.push(tokio::spawn(task.run()));
     }
@@ -1025,19 +1095,35 @@ impl Provisioner {
             let version = *subs.borrow_and_update();
             let (topics, all) = self.topics();
             if !topics.is_empty() || all {
-                let mut keys: Vec<String> = topics.iter().filter(|t| !bound.contains(*t)).cloned().collect();
+                let mut keys: Vec<String> = topics
+                    .iter()
+                    .filter(|t| !bound.contains(*t))
+                    .cloned()
+                    .collect();
                 if all && !bound.contains("#") && self.cfg.profile.provisions() {
                     keys.push("#".into());
                 }
-                let need = self.cfg.profile.provisions() && self.cfg.queue.provision && (!keys.is_empty() || *self.ready.borrow() == 0);
+                let need = self.cfg.profile.provisions()
+                    && self.cfg.queue.provision
+                    && (!keys.is_empty() || *self.ready.borrow() == 0);
                 let ok = if need {
-                    match amqp091::declare_and_bind(&self.cfg.conn, &self.cfg.queue, &exchange, &keys).await {
+                    match amqp091::declare_and_bind(
+                        &self.cfg.conn,
+                        &self.cfg.queue,
+                        &exchange,
+                        &keys,
+                    )
+                    .await
+                    {
                         Ok(()) => {
                             self.log.info(&format!(
                                 "queue '{}' is bound to {} with {}",
                                 self.cfg.queue.name,
                                 exchange,
-                                keys.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ")
+                                keys.iter()
+                                    .map(|k| format!("'{k}'"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ));
                             bound.extend(keys);
                             failures = 0;
@@ -1069,7 +1155,11 @@ impl Provisioner {
                     self.ready.send_modify(|g| *g += 1);
                     self.applied.send_replace(version);
                 } else {
-                    let wait = backoff(self.cfg.conn.reconnect_delay, self.cfg.conn.max_reconnect_delay, failures);
+                    let wait = backoff(
+                        self.cfg.conn.reconnect_delay,
+                        self.cfg.conn.max_reconnect_delay,
+                        failures,
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => continue,
                         _ = self.stop.changed() => break,
@@ -1081,6 +1171,14 @@ impl Provisioner {
             }
             tokio::select! {
                 r = subs.changed() => if r.is_err() { break },
+                _ = self.reprovision.notified() => {
+                    // A receiver was refused: declare the queue and its bindings again.
+                    bound.clear();
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.cfg.conn.reconnect_delay) => {},
+                        _ = self.stop.changed() => break,
+                    }
+                }
                 _ = self.stop.changed() => break,
             }
         }
@@ -1098,7 +1196,10 @@ impl Transport for AmqpTransport {
         let (delivery, emit) = if self.cfg.qos == 0 {
             ("at-most-once", "emits are sent pre-settled (qos 0)")
         } else {
-            ("at-least-once", "emits resolve once the broker accepted them")
+            (
+                "at-least-once",
+                "emits resolve once the broker accepted them",
+            )
         };
         Guarantee {
             delivery,
@@ -1116,10 +1217,16 @@ impl Transport for AmqpTransport {
 
     async fn start(&self, ctx: TransportContext) -> Result<()> {
         if self.started.swap(true, Ordering::AcqRel) {
-            return Err(Error::new(ErrorCode::Internal, "AMQP transport started twice"));
+            return Err(Error::new(
+                ErrorCode::Internal,
+                "AMQP transport started twice",
+            ));
         }
         if self.closed.load(Ordering::Acquire) {
-            return Err(Error::new(ErrorCode::Closed, "the messaging engine is closed"));
+            return Err(Error::new(
+                ErrorCode::Closed,
+                "the messaging engine is closed",
+            ));
         }
         let prov = Provisioner {
             cfg: self.cfg.clone(),
@@ -1130,6 +1237,7 @@ impl Transport for AmqpTransport {
             conn: self.conn.clone(),
             attempts: Arc::new(Mutex::new(Attempts::default())),
             applied: self.applied.clone(),
+            reprovision: Arc::new(tokio::sync::Notify::new()),
             ctx,
         };
         let _ = self.subs.set(prov.ctx.subscriptions.clone());
@@ -1153,7 +1261,10 @@ impl Transport for AmqpTransport {
             if self.closed.load(Ordering::Acquire) {
                 waits.push(Err(Error::new(
                     ErrorCode::Closed,
-                    format!("cannot emit '{}': the messaging service was shut down", m.topic),
+                    format!(
+                        "cannot emit '{}': the messaging service was shut down",
+                        m.topic
+                    ),
                 )));
                 continue;
             }
@@ -1164,7 +1275,12 @@ impl Transport for AmqpTransport {
                     continue;
                 }
             };
-            let message = codec::outbound(&route, &m.payload, codec::new_message_id(), self.cfg.durable);
+            let message = codec::outbound(
+                &route,
+                &m.payload,
+                codec::new_message_id(),
+                self.cfg.durable,
+            );
             let sendable = fe2o3_amqp::link::delivery::Sendable::builder()
                 .message(message)
                 .settled(self.cfg.qos == 0)
@@ -1179,7 +1295,10 @@ impl Transport for AmqpTransport {
             if self.sender_for(route.link).send(item).is_err() {
                 waits.push(Err(Error::new(
                     ErrorCode::Closed,
-                    format!("cannot emit '{}': the messaging service was shut down", m.topic),
+                    format!(
+                        "cannot emit '{}': the messaging service was shut down",
+                        m.topic
+                    ),
                 )));
                 continue;
             }
@@ -1209,7 +1328,10 @@ impl Transport for AmqpTransport {
         let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.tasks));
         for t in tasks {
             let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(8), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(8), t)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }

@@ -54,21 +54,27 @@ fn permanent(error: Error) -> ConnectError {
 /// Opens a TCP (and, for `amqps://`, TLS) stream to the broker.
 pub async fn stream(s: &ConnSettings) -> Result<Box<dyn Io>, ConnectError> {
     let ep = s.endpoint();
-    let tcp = tokio::time::timeout(s.connect_timeout, TcpStream::connect((s.host.as_str(), s.port)))
-        .await
-        .map_err(|_| {
-            transient(Error::new(
-                ErrorCode::ConnectionFailed,
-                format!("cannot reach the AMQP broker at {ep}: timed out after {} ms", s.connect_timeout.as_millis()),
-            ))
-        })?
-        .map_err(|e| {
-            transient(Error::with_cause(
-                ErrorCode::ConnectionFailed,
-                format!("cannot reach the AMQP broker at {ep}"),
-                e,
-            ))
-        })?;
+    let tcp = tokio::time::timeout(
+        s.connect_timeout,
+        TcpStream::connect((s.host.as_str(), s.port)),
+    )
+    .await
+    .map_err(|_| {
+        transient(Error::new(
+            ErrorCode::ConnectionFailed,
+            format!(
+                "cannot reach the AMQP broker at {ep}: timed out after {} ms",
+                s.connect_timeout.as_millis()
+            ),
+        ))
+    })?
+    .map_err(|e| {
+        transient(Error::with_cause(
+            ErrorCode::ConnectionFailed,
+            format!("cannot reach the AMQP broker at {ep}"),
+            e,
+        ))
+    })?;
     let _ = tcp.set_nodelay(true);
     let Some(tls) = &s.tls else {
         return Ok(Box::new(tcp));
@@ -124,7 +130,11 @@ fn tls_connector(t: &Tls) -> Result<tokio_rustls::TlsConnector> {
                     Error::with_cause(ErrorCode::InvalidConfig, "tls.ca is not valid PEM", e)
                 })?;
                 roots.add(c).map_err(|e| {
-                    Error::with_cause(ErrorCode::InvalidConfig, "tls.ca holds an unusable certificate", e)
+                    Error::with_cause(
+                        ErrorCode::InvalidConfig,
+                        "tls.ca holds an unusable certificate",
+                        e,
+                    )
                 })?;
                 n += 1;
             }
@@ -153,12 +163,23 @@ fn tls_connector(t: &Tls) -> Result<tokio_rustls::TlsConnector> {
         (Some(cert), Some(key)) => {
             let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::with_cause(ErrorCode::InvalidConfig, "tls.cert is not valid PEM", e))?;
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
-                .map_err(|e| Error::with_cause(ErrorCode::InvalidConfig, "tls.key is not a valid PEM private key", e))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| Error::with_cause(ErrorCode::InvalidConfig, "tls.cert and tls.key do not fit", e))?
+                .map_err(|e| {
+                    Error::with_cause(ErrorCode::InvalidConfig, "tls.cert is not valid PEM", e)
+                })?;
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| {
+                Error::with_cause(
+                    ErrorCode::InvalidConfig,
+                    "tls.key is not a valid PEM private key",
+                    e,
+                )
+            })?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                Error::with_cause(
+                    ErrorCode::InvalidConfig,
+                    "tls.cert and tls.key do not fit",
+                    e,
+                )
+            })?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -187,7 +208,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -196,7 +222,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -233,17 +264,22 @@ pub async fn open(s: &ConnSettings) -> Result<ConnectionHandle<()>, ConnectError
             Sasl::Anonymous => builder = builder.sasl_profile(SaslProfile::Anonymous),
             Sasl::External => sasl_external(&mut io, &s.host).await?,
         }
-        builder.open_with_stream(io).await.map_err(|e| open_error(e, &ep))
+        builder
+            .open_with_stream(io)
+            .await
+            .map_err(|e| open_error(e, &ep))
     };
-    tokio::time::timeout(s.connect_timeout, fut).await.map_err(|_| {
-        transient(Error::new(
-            ErrorCode::ConnectionFailed,
-            format!(
-                "opening the AMQP connection to {ep} timed out after {} ms",
-                s.connect_timeout.as_millis()
-            ),
-        ))
-    })?
+    tokio::time::timeout(s.connect_timeout, fut)
+        .await
+        .map_err(|_| {
+            transient(Error::new(
+                ErrorCode::ConnectionFailed,
+                format!(
+                    "opening the AMQP connection to {ep} timed out after {} ms",
+                    s.connect_timeout.as_millis()
+                ),
+            ))
+        })?
 }
 
 fn open_error(e: fe2o3_amqp::connection::OpenError, ep: &str) -> ConnectError {
@@ -301,13 +337,17 @@ pub fn condition(c: &fe2o3_amqp::types::definitions::ErrorCondition) -> String {
 
 /// SASL EXTERNAL by hand: fe2o3-amqp only allows it when it does TLS itself.
 async fn sasl_external(io: &mut Box<dyn Io>, host: &str) -> Result<(), ConnectError> {
-    let fail = |m: String| {
-        permanent(Error::new(ErrorCode::ConnectionFailed, m))
-    };
+    let fail = |m: String| permanent(Error::new(ErrorCode::ConnectionFailed, m));
     let io_err = |e: std::io::Error| {
-        transient(Error::with_cause(ErrorCode::ConnectionFailed, "SASL EXTERNAL negotiation failed", e))
+        transient(Error::with_cause(
+            ErrorCode::ConnectionFailed,
+            "SASL EXTERNAL negotiation failed",
+            e,
+        ))
     };
-    io.write_all(b"AMQP\x03\x01\x00\x00").await.map_err(io_err)?;
+    io.write_all(b"AMQP\x03\x01\x00\x00")
+        .await
+        .map_err(io_err)?;
     let mut header = [0u8; 8];
     io.read_exact(&mut header).await.map_err(io_err)?;
     if &header != b"AMQP\x03\x01\x00\x00" {
@@ -364,12 +404,18 @@ async fn read_frame(io: &mut Box<dyn Io>) -> std::io::Result<Vec<u8>> {
     io.read_exact(&mut size).await?;
     let size = u32::from_be_bytes(size) as usize;
     if !(8..=65536).contains(&size) {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad SASL frame size"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "bad SASL frame size",
+        ));
     }
     let mut rest = vec![0u8; size - 4];
     io.read_exact(&mut rest).await?;
     let doff = rest[0] as usize * 4;
-    Ok(rest.get(doff.saturating_sub(4)..).unwrap_or_default().to_vec())
+    Ok(rest
+        .get(doff.saturating_sub(4)..)
+        .unwrap_or_default()
+        .to_vec())
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

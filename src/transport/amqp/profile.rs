@@ -375,7 +375,10 @@ impl Profile {
             Profile::EventMesh => {
                 // As @sap/cds: `to` without `topic:` and leading slashes.
                 let to = m.to?;
-                let t = to.strip_prefix("topic:").unwrap_or(to).trim_start_matches('/');
+                let t = to
+                    .strip_prefix("topic:")
+                    .unwrap_or(to)
+                    .trim_start_matches('/');
                 non_empty(Some(t))
             }
             Profile::MessageQueuing => {
@@ -399,7 +402,9 @@ impl Profile {
             }),
             Profile::Generic(t) => match t.topic_from {
                 TopicSource::Subject => non_empty(m.subject),
-                TopicSource::RoutingKey => non_empty(m.routing_key).or_else(|| non_empty(m.subject)),
+                TopicSource::RoutingKey => {
+                    non_empty(m.routing_key).or_else(|| non_empty(m.subject))
+                }
                 TopicSource::To => {
                     let to = m.to?;
                     let (pre, post) = t.publish.split_once("{topic}").unwrap_or(("", ""));
