@@ -229,6 +229,29 @@ describe('native-amqp-messaging (RabbitMQ)', () => {
     }
   })
 
+  test("event-mesh with format 'cloudevents': topics and headers as @sap/cds enterprise-messaging prepares them", async () => {
+    const s = await cds.connect.to(`${RUN}-ce`, {
+      kind: 'native-amqp-messaging',
+      url: URL,
+      profile: 'event-mesh',
+      format: 'cloudevents',
+      credentials: { namespace: 'sap/app/1' }
+    })
+    others.push(s)
+    expect(s.prepareTopic('my.service.Event', false)).toBe('sap/app/1/ce/my/service/Event')
+    expect(s.prepareTopic('my.service.Event', true)).toBe('+/+/+/ce/my/service/Event')
+    expect(s.wildcarded('sap/app/1/ce/my/service/Event')).toBe('+/+/+/ce/my/service/Event')
+    const headers = {}
+    s.prepareHeaders(headers, 'my.service.Event')
+    expect(headers).toMatchObject({ source: '/sap/app/1', type: 'my.service.Event', specversion: '1.0' })
+    expect(typeof headers.id).toBe('string')
+    // the body is what enterprise-messaging-shared sends: headers and data in one object
+    expect(JSON.parse(s.serialize({ data: { a: 1 }, headers }))).toEqual({ ...headers, data: { a: 1 } })
+    expect(s.deserialize('t', { id: '1', data: { a: 1 } })).toEqual({ event: 't', data: { a: 1 }, headers: { id: '1' } })
+    expect(s.deserialize('t', 'plain text')).toEqual({ event: 't', data: 'plain text', headers: {} })
+    expect(s.deserialize('', { data: 1 }).event).toBe('*')
+  })
+
   test('invalid AMQP options fail with INVALID_CONFIG', async () => {
     for (const [bad, re] of [
       [{ url: undefined }, /url/],

@@ -13,6 +13,44 @@ const PROFILES = ['rabbitmq', 'rabbitmq4', 'event-mesh', 'message-queuing', 'act
  * `JSON.stringify({...headers, data})`.
  */
 class NativeAmqpMessaging extends NativeMessagingService {
+  async init() {
+    // `format: 'cloudevents'` as with @sap/cds enterprise-messaging(-shared): default prefixes.
+    if (this.options.format === 'cloudevents') {
+      if (typeof this.options.publishPrefix !== 'string') this.options.publishPrefix = '$namespace/ce/'
+      if (typeof this.options.subscribePrefix !== 'string') this.options.subscribePrefix = '+/+/+/ce/'
+    }
+    return super.init()
+  }
+
+  get namespace() {
+    return this.options.namespace ?? this.options.credentials?.namespace ?? ''
+  }
+
+  /** As @sap/cds with `format: 'cloudevents'`: `.` → `/`, `$namespace` replaced. */
+  prepareTopic(topic, inbound) {
+    const t = this.options.format === 'cloudevents' ? topic.replace(/\./g, '/') : topic
+    return super.prepareTopic(t, inbound).replace(/\$namespace/g, this.namespace)
+  }
+
+  /** As @sap/cds with `format: 'cloudevents'`: `source` derived from the publish prefix. */
+  prepareHeaders(headers, event) {
+    const o = this.options
+    if (o.format === 'cloudevents' && !('source' in headers) && typeof o.publishPrefix === 'string')
+      headers.source =
+        '/' +
+        o.publishPrefix
+          .replace(/\$namespace/g, this.namespace)
+          .replace(/\/ce\/$/, '')
+          .replace(/\/$/, '')
+          .replace(/\/-$/, '')
+    super.prepareHeaders(headers, event)
+  }
+
+  /** Event Mesh topics match subscriptions with `+/+/+/` for the namespace, as in @sap/cds. */
+  wildcarded(topic) {
+    return this.options.profile === 'event-mesh' ? topic.replace(/.*?\/.*?\/.*?\//, '+/+/+/') : topic
+  }
+
   engineOptions(o) {
     const creds = o.credentials || {}
     const url = o.url ?? creds.url ?? creds.uri
@@ -80,7 +118,7 @@ class NativeAmqpMessaging extends NativeMessagingService {
       }
     }
     const appId = `${appName || 'CAP'}/${String(appID || '00000000').substring(0, 4)}`
-    const ns = this.options.namespace ?? this.options.credentials?.namespace ?? ''
+    const ns = this.namespace
     if (name != null && (typeof name !== 'string' || !name.trim()))
       throw new NativeMessagingError(codes.INVALID_CONFIG, `queue.name must be a non-empty string, got ${JSON.stringify(name)}`)
     const explicit = name != null
