@@ -421,3 +421,65 @@ async fn read_frame(io: &mut Box<dyn Io>) -> std::io::Result<Vec<u8>> {
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fe2o3_amqp::types::primitives::{Array, Symbol};
+    use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslMechanisms, SaslOutcome};
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut f = ((8 + body.len()) as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&[2, 1, 0, 0]);
+        f.extend_from_slice(body);
+        f
+    }
+
+    async fn serve(mut server: tokio::io::DuplexStream, code: SaslCode) -> SaslInit {
+        let mut header = [0u8; 8];
+        server.read_exact(&mut header).await.unwrap();
+        assert_eq!(&header, b"AMQP\x03\x01\x00\x00");
+        server.write_all(&header).await.unwrap();
+        let mechs = SaslMechanisms {
+            sasl_server_mechanisms: Array(vec![Symbol::from("PLAIN"), Symbol::from("EXTERNAL")]),
+        };
+        server
+            .write_all(&frame(&serde_amqp::to_vec(&mechs).unwrap()))
+            .await
+            .unwrap();
+        let mut io: Box<dyn Io> = Box::new(server);
+        let init = read_frame(&mut io).await.unwrap();
+        let init: SaslInit = serde_amqp::from_slice(&init).unwrap();
+        let outcome = SaslOutcome {
+            code,
+            additional_data: None,
+        };
+        io.write_all(&frame(&serde_amqp::to_vec(&outcome).unwrap()))
+            .await
+            .unwrap();
+        init
+    }
+
+    #[tokio::test]
+    async fn sasl_external_is_negotiated_by_hand() {
+        let (client, server) = tokio::io::duplex(4096);
+        let srv = tokio::spawn(serve(server, SaslCode::Ok));
+        let mut io: Box<dyn Io> = Box::new(client);
+        sasl_external(&mut io, "broker.example").await.unwrap();
+        let init = srv.await.unwrap();
+        assert_eq!(init.mechanism.0, "EXTERNAL");
+        assert_eq!(init.hostname.as_deref(), Some("broker.example"));
+        assert!(init.initial_response.map(|b| b.is_empty()).unwrap_or(true));
+    }
+
+    #[tokio::test]
+    async fn sasl_external_failure_is_permanent() {
+        let (client, server) = tokio::io::duplex(4096);
+        let srv = tokio::spawn(serve(server, SaslCode::Auth));
+        let mut io: Box<dyn Io> = Box::new(client);
+        let e = sasl_external(&mut io, "h").await.unwrap_err();
+        assert_eq!(e.kind, Failure::Permanent);
+        assert!(e.error.message.contains("EXTERNAL"));
+        srv.await.unwrap();
+    }
+}
