@@ -118,6 +118,24 @@ describe('native-amqp-messaging, profile event-mesh (fake broker)', () => {
     expect(b.durable).toBe(true)
   })
 
+  test('SASL ANONYMOUS without credentials, and PLAIN refused with a wrong password', async () => {
+    const anon = await cds.connect.to('em-anon', { kind: 'native-amqp-messaging', profile: 'event-mesh', url: `amqp://127.0.0.1:${em.port}` })
+    const n = em.received.length
+    await anon.emit('sap/app/anon', { a: 1 })
+    await until(() => em.received.length === n + 1, 10000, 'the anonymous message')
+    await anon.disconnect()
+    const bad = await cds.connect.to('em-bad', {
+      kind: 'native-amqp-messaging',
+      profile: 'event-mesh',
+      url: `amqp://127.0.0.1:${em.port}`,
+      credentials: { user: 'u', password: 'nope' }
+    })
+    const err = await bad.emit('sap/app/anon', {}).catch(e => e)
+    expect(err.code).toBe('CONNECTION_FAILED')
+    expect(err.message).toMatch(/authentication/)
+    await bad.disconnect()
+  })
+
   test('interop: @sap/cds receives what we send, we receive what @sap/cds sends', async () => {
     const theirsGot = []
     await theirs.listen(async (topic, payload, _other, { done }) => {
