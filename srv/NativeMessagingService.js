@@ -1,7 +1,11 @@
 'use strict'
+const { AsyncLocalStorage } = require('node:async_hooks')
 const cds = require('@sap/cds')
 const { native } = require('../lib/native')
 const { NativeMessagingError, codes, fromCoded, fromNative } = require('../lib/errors')
+
+/** The inbound message being processed (to recognize cds's self-forward, see `_isSelfForward`). */
+const inbound = new AsyncLocalStorage()
 
 const COMMON_OPTIONS = ['maxAttempts', 'retryDelay', 'maxRetryDelay', 'maxInFlight', 'maxBatch']
 
@@ -74,6 +78,7 @@ class NativeMessagingService extends cds.MessagingService {
 
   async handle(msg) {
     if (msg.inbound) return super.handle(msg)
+    if (this._isSelfForward(msg)) return
     const _msg = this.message4(msg)
     const payload = this.serialize(_msg)
     return new Promise((resolve, reject) => {
@@ -146,7 +151,7 @@ class NativeMessagingService extends cds.MessagingService {
       return { message: `message on topic '${topic}' is not valid: ${e.message}`, code: codes.INVALID_DATA_FORMAT, unrecoverable: true }
     }
     try {
-      await this.processInboundMsg({}, msg)
+      await inbound.run({ state: this._native, msg }, () => this.processInboundMsg({}, msg))
       return null
     } catch (e) {
       const err = e || new Error('handler rejected without an error')
@@ -156,6 +161,23 @@ class NativeMessagingService extends cds.MessagingService {
         unrecoverable: !!err.unrecoverable || err.code === 'NO_HANDLER_FOUND'
       }
     }
+  }
+
+  /**
+   * cds registers a forwarder for every declared event subscribed on a service listed in
+   * cds.requires — for `messaging.on('<Service>.<event>')` that is messaging itself, so each inbound
+   * message would be emitted again as a new outbound one, forever, on any broker that delivers a
+   * service its own messages. This recognizes that re-emit: same event, same data object, while the
+   * very message is being processed.
+   */
+  _isSelfForward(msg) {
+    const cur = inbound.getStore()
+    // (`this` may be a transaction derived from the service: compare the shared state object)
+    if (!cur || cur.state !== this._native || msg.data === undefined || msg.data !== cur.msg.data) return false
+    const event = this.subscribedTopics.get(cur.msg.event) || cur.msg.event
+    if (msg.event !== event) return false
+    this.LOG._debug && this.LOG.debug(`${this.name}: not re-emitting inbound '${event}' to itself`)
+    return true
   }
 
   /** Dead letters kept in memory by the engine (local kind), oldest first. */
