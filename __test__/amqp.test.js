@@ -81,6 +81,15 @@ describe('native-amqp-messaging (RabbitMQ)', () => {
     await until(() => queueDepth(`${RUN}-poison`) === 0, 10000, 'an empty poison queue')
   })
 
+  test('a declared event subscribed on messaging arrives once (cds\'s forwarder does not loop it back out)', async () => {
+    const seen = []
+    ctx.messaging.on('ReviewsService.reviewed', msg => seen.push(msg.data))
+    await ctx.POST('/odata/v4/reviews/review', { subject: 'once', rating: 1 })
+    await until(() => seen.some(d => d.subject === 'once'), 10000, 'the declared event')
+    await new Promise(r => setTimeout(r, 1000))
+    expect(seen.filter(d => d.subject === 'once')).toHaveLength(1)
+  })
+
   test('a subscription made after listening is bound and receives', async () => {
     const seen = []
     ctx.messaging.on('late.topic', msg => seen.push(msg.data))
