@@ -33,6 +33,10 @@ async function fakeEventMesh() {
     for (const q of consumers.values()) if (q.sender === ctx.sender) while (q.backlog.length && q.sender.sendable()) push(q, q.backlog.shift())
   })
   c.on('message', ctx => {
+    if (String(ctx.message.to).startsWith('topic:forbidden/')) {
+      ctx.delivery.reject({ condition: 'amqp:not-allowed', description: 'publishing to forbidden/ is not allowed' })
+      return
+    }
     received.push({ message: ctx.message, target: ctx.receiver.target && ctx.receiver.target.address })
     for (const q of consumers.values()) push(q, ctx.message)
   })
@@ -134,6 +138,18 @@ describe('native-amqp-messaging, profile event-mesh (fake broker)', () => {
     expect(err.code).toBe('CONNECTION_FAILED')
     expect(err.message).toMatch(/authentication/)
     await bad.disconnect()
+  })
+
+  test('a message the broker rejects with amqp:not-allowed: REJECTED, marked unrecoverable for the outbox', async () => {
+    const err = await ours.emit('forbidden/topic', { x: 1 }).catch(e => e)
+    expect(err).toBeInstanceOf(Error)
+    expect(err.code).toBe('REJECTED')
+    expect(err.message).toMatch(/amqp:not-allowed: publishing to forbidden\/ is not allowed/)
+    expect(err.unrecoverable).toBe(true)
+    // the link stays usable
+    const n = em.received.length
+    await ours.emit('sap/app/after-reject', {})
+    await until(() => em.received.length === n + 1, 10000, 'the next message')
   })
 
   test('interop: @sap/cds receives what we send, we receive what @sap/cds sends', async () => {
