@@ -12,6 +12,7 @@ export type NativeMessagingErrorCode =
   | 'LOCK_TIMEOUT'
   | 'CLOSED'
   | 'IO_ERROR'
+  | 'REJECTED'
   | 'INTERNAL'
 
 export declare const codes: { readonly [K in NativeMessagingErrorCode]: K }
@@ -97,6 +98,50 @@ export interface NativeMqttMessagingOptions extends NativeMessagingOptions {
   /** First reconnect delay (default 250); doubles up to maxReconnectDelay (default 10000). */
   reconnectDelay?: number
   maxReconnectDelay?: number
+/** Options of `native-amqp-messaging`. Durations in milliseconds. */
+export interface NativeAmqpMessagingOptions extends NativeMessagingOptions {
+  /** `amqp[s]://[user:password@]host[:port][/vhost]` (or `credentials.url`). */
+  url?: string
+  /** Broker profile (default `rabbitmq`, i.e. RabbitMQ 3.x addresses). */
+  profile?: 'rabbitmq' | 'rabbitmq4' | 'event-mesh' | 'message-queuing' | 'activemq' | 'artemis' | 'solace' | 'azure-service-bus' | 'eventter' | 'generic'
+  /** Secrets belong here: `user`, `password` (cds masks them in its logs), or `url`, `vhost`, `namespace`. */
+  credentials?: { url?: string; uri?: string; user?: string; password?: string; vhost?: string; namespace?: string }
+  user?: string
+  password?: string
+  vhost?: string
+  /** SASL mechanism (default PLAIN with a user, else ANONYMOUS). */
+  sasl?: 'PLAIN' | 'ANONYMOUS' | 'EXTERNAL' | { mechanism: 'PLAIN' | 'ANONYMOUS' | 'EXTERNAL' }
+  /** TLS for `amqps://`: PEM text or file paths; verification is on unless `rejectUnauthorized: false`. */
+  tls?: { ca?: string; cert?: string; key?: string; rejectUnauthorized?: boolean; servername?: string }
+  connection?: {
+    /** A connection of its own instead of the one shared by the services of this binding. */
+    dedicated?: boolean
+    containerId?: string
+    /** Default 60000; 0 = none. */
+    idleTimeout?: number
+    /** Default 10000. */
+    connectTimeout?: number
+    /** First reconnect delay (default 200), doubled per failure with jitter. */
+    reconnectDelay?: number
+    /** Default 30000. */
+    maxReconnectDelay?: number
+  }
+  /** The consuming queue (default name derived from the app, like @sap/cds's `$appId`). */
+  queue?: string | { name?: string; provision?: boolean; type?: 'classic' | 'quorum' | string; deadLetterExchange?: string; deadLetterRoutingKey?: string }
+  /** Link credit of the receiver (default 2 × maxInFlight). */
+  prefetch?: number
+  /** 0 = send settled (at-most-once); 1 = wait for the broker's outcome (default). */
+  qos?: 0 | 1
+  /** How long an emit may wait for the broker across reconnects (default 30000). */
+  sendTimeout?: number
+  /** Mark messages durable (default true). */
+  durable?: boolean
+  /** Exchange of the rabbitmq profiles (default `amq.topic`). */
+  exchange?: string
+  /** Namespace of the eventter profile. */
+  namespace?: string
+  /** Address templates of the generic profile. */
+  addresses?: { publish: string; consume: string; anonymous?: boolean; topicFrom?: 'to' | 'subject' | 'routing-key'; retry?: 'released' | 'modified' | 'rejected'; deadLetter?: 'released' | 'modified' | 'rejected' }
 }
 
 /** A message that exhausted its attempts (kept in memory by the local kind). */
@@ -163,3 +208,5 @@ export interface NativeRedisMessagingOptions extends NativeMessagingOptions {
 export declare class NativeRedisMessaging extends NativeMessagingService {}
 /** `native-mqtt-messaging`. */
 export declare class NativeMqttMessaging extends NativeMessagingService {}
+/** `native-amqp-messaging`. */
+export declare class NativeAmqpMessaging extends NativeMessagingService {}

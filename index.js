@@ -23,5 +23,8 @@ module.exports = {
   },
   get NativeMqttMessaging() {
     return require('./srv/mqtt-messaging')
+  },
+  get NativeAmqpMessaging() {
+    return require('./srv/amqp-messaging')
   }
 }

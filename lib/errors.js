@@ -13,6 +13,7 @@ const codes = Object.freeze({
   LOCK_TIMEOUT: 'LOCK_TIMEOUT',
   CLOSED: 'CLOSED',
   IO_ERROR: 'IO_ERROR',
+  REJECTED: 'REJECTED',
   INTERNAL: 'INTERNAL'
 })
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::log::Logger;
 use crate::policy::RetryPolicy;
+use crate::transport::amqp::{config::AmqpConfig, AmqpTransport};
 use crate::transport::file::{FileConfig, FileTransport};
 use crate::transport::local::LocalTransport;
 use crate::transport::mqtt::{MqttConfig, MqttTransport};
@@ -22,6 +23,8 @@ pub enum TransportConfig {
     Redis(RedisConfig),
     /// An MQTT 3.1.1 broker of `native-mqtt-messaging`.
     Mqtt(Box<MqttConfig>),
+    /// An AMQP 1.0 broker (`native-amqp-messaging`).
+    Amqp(Box<AmqpConfig>),
 }
 
 impl TransportConfig {
@@ -32,6 +35,7 @@ impl TransportConfig {
             TransportConfig::File(c) => Arc::new(FileTransport::new(c.clone(), log.clone())?),
             TransportConfig::Redis(c) => crate::transport::redis::build(c.clone(), log.clone())?,
             TransportConfig::Mqtt(c) => Arc::new(MqttTransport::new((**c).clone(), log.clone())?),
+            TransportConfig::Amqp(c) => Arc::new(AmqpTransport::new((**c).clone(), log.clone())?),
         })
     }
 }
@@ -77,6 +81,7 @@ impl EngineConfig {
             TransportConfig::File(f) => f.validate()?,
             TransportConfig::Redis(r) => r.validate()?,
             TransportConfig::Mqtt(m) => m.validate()?,
+            TransportConfig::Amqp(a) => a.validate()?,
         }
         Ok(())
     }

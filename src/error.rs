@@ -26,6 +26,8 @@ pub enum ErrorCode {
     Closed,
     /// An I/O operation on a local file failed.
     Io,
+    /// The broker refused a message (AMQP `rejected` outcome); the message says why.
+    Rejected,
     /// A bug or an unexpected state inside the engine.
     Internal,
 }
@@ -42,6 +44,7 @@ impl ErrorCode {
             ErrorCode::LockTimeout => "LOCK_TIMEOUT",
             ErrorCode::Closed => "CLOSED",
             ErrorCode::Io => "IO_ERROR",
+            ErrorCode::Rejected => "REJECTED",
             ErrorCode::Internal => "INTERNAL",
         }
     }

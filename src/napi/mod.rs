@@ -62,7 +62,7 @@ pub struct EngineOptions {
     pub stale_lock_after: Option<f64>,
     /// File box: flush every write to disk before an emit resolves (default true).
     pub fsync: Option<bool>,
-    /// Redis: `redis://[:password@]host[:port][/db]` or `rediss://…` (never logged).
+    /// Redis / AMQP: the broker URL (`redis[s]://…`, `amqp[s]://…`; never logged).
     pub url: Option<String>,
     /// Redis: PEM CA certificate to trust for `rediss://` (e.g. `credentials.tls.server_ca`).
     pub ca: Option<String>,
@@ -77,7 +77,7 @@ pub struct EngineOptions {
     pub max_reconnect_delay: Option<f64>,
     /// Redis streams: prefix of the stream keys (stream = prefix + topic; default `""`).
     pub stream_prefix: Option<String>,
-    /// Redis streams: the consumer group (the service's queue name).
+    /// Redis streams: the consumer group; AMQP: the consuming queue (the service's queue name).
     pub queue: Option<String>,
     /// Redis streams: this consumer's name in the group (default `<host>-<pid>-<n>`).
     pub consumer: Option<String>,
@@ -97,6 +97,65 @@ pub struct EngineOptions {
     pub from_start: Option<bool>,
     /// MQTT: broker and session settings (required for `transport: "mqtt"`).
     pub mqtt: Option<MqttEngineOptions>,
+    /// AMQP: broker profile (`rabbitmq`, `rabbitmq4`, `event-mesh`, `message-queuing`, `activemq`,
+    /// `artemis`, `solace`, `azure-service-bus`, `eventter`, `generic`; default `rabbitmq`).
+    pub profile: Option<String>,
+    /// AMQP: user (overrides the URL's).
+    pub user: Option<String>,
+    /// AMQP: password (overrides the URL's; never logged).
+    pub password: Option<String>,
+    /// AMQP: virtual host (overrides the URL's path).
+    pub vhost: Option<String>,
+    /// AMQP: SASL mechanism `PLAIN`, `ANONYMOUS` or `EXTERNAL` (default: PLAIN with a user, else ANONYMOUS).
+    pub sasl: Option<String>,
+    /// AMQP: extra trusted CA certificates (PEM text).
+    pub tls_ca: Option<String>,
+    /// AMQP: client certificate chain (PEM text).
+    pub tls_cert: Option<String>,
+    /// AMQP: client private key (PEM text).
+    pub tls_key: Option<String>,
+    /// AMQP: verify the broker certificate (default true).
+    pub tls_verify: Option<bool>,
+    /// AMQP: TLS server name to verify (default: the URL's host).
+    pub tls_servername: Option<String>,
+    /// AMQP: container id of the connection.
+    pub container_id: Option<String>,
+    /// AMQP: idle timeout announced to the broker (default 60 000 ms; 0 = none).
+    pub idle_timeout: Option<f64>,
+    /// AMQP: how long an emit may wait for the broker across reconnects (default 30 000 ms).
+    pub send_timeout: Option<f64>,
+    /// AMQP: use a connection of its own instead of the shared one of the binding.
+    pub dedicated: Option<bool>,
+    /// AMQP: create the queue and bind it to the subscribed topics (default true; RabbitMQ).
+    pub provision_queue: Option<bool>,
+    /// AMQP: `x-queue-type` for a created queue (`classic`, `quorum`).
+    pub queue_type: Option<String>,
+    /// AMQP: `x-dead-letter-exchange` for a created queue.
+    pub dead_letter_exchange: Option<String>,
+    /// AMQP: `x-dead-letter-routing-key` for a created queue.
+    pub dead_letter_routing_key: Option<String>,
+    /// AMQP: link credit of the receiver (default 2 × maxInFlight).
+    pub prefetch: Option<f64>,
+    /// AMQP: 0 = send settled (at-most-once), 1 = wait for the broker's outcome (default).
+    pub qos: Option<f64>,
+    /// AMQP: mark messages durable (default true).
+    pub durable: Option<bool>,
+    /// AMQP: exchange topics are published to (rabbitmq profiles; default `amq.topic`).
+    pub exchange: Option<String>,
+    /// AMQP: namespace (eventter profile).
+    pub namespace: Option<String>,
+    /// AMQP generic profile: publish address template with `{topic}`.
+    pub publish_address: Option<String>,
+    /// AMQP generic profile: consume address template with `{queue}`.
+    pub consume_address: Option<String>,
+    /// AMQP generic profile: publish through one anonymous sender (default false).
+    pub anonymous_sender: Option<bool>,
+    /// AMQP generic profile: where the inbound topic is: `to` (default), `subject`, `routing-key`.
+    pub topic_from: Option<String>,
+    /// AMQP generic profile: outcome for a redelivery (`released`, `modified`; default `modified`).
+    pub retry_outcome: Option<String>,
+    /// AMQP generic profile: outcome after the last attempt (`rejected`, `released`; default `rejected`).
+    pub dead_letter_outcome: Option<String>,
 }
 
 /// Options of the MQTT transport (`native-mqtt-messaging`). Durations in milliseconds.
@@ -280,9 +339,10 @@ fn config(mut o: EngineOptions) -> Result<EngineConfig> {
         "mqtt" => mqtt_config(o.mqtt.take().ok_or_else(|| {
             Error::config("url must be the broker URL, e.g. \"mqtt://localhost:1883\"")
         })?)?,
+        "amqp" => TransportConfig::Amqp(Box::new(amqp_config(&o)?)),
         other => {
             return Err(Error::config(format!(
-                "unknown transport '{other}' (expected 'local', 'file', 'redis' or 'mqtt')"
+                "unknown transport '{other}' (expected 'local', 'file', 'redis', 'mqtt' or 'amqp')"
             )))
         }
     };
@@ -337,6 +397,130 @@ fn redis_config(o: &EngineOptions) -> Result<RedisConfig> {
     s.from_start = o.from_start.unwrap_or(false);
     c.streams = s;
     Ok(c)
+}
+
+fn amqp_config(o: &EngineOptions) -> Result<crate::transport::amqp::config::AmqpConfig> {
+    use crate::transport::amqp::config::{AmqpConfig, ConnSettings, QueueConfig, Sasl};
+    use crate::transport::amqp::profile::{FailOutcome, Profile, Templates, TopicSource};
+    let url = o.url.as_deref().filter(|u| !u.is_empty()).ok_or_else(|| {
+        Error::config("url must be the broker URL, e.g. \"amqp://guest:guest@localhost:5672\"")
+    })?;
+    let container_id = o
+        .container_id
+        .clone()
+        .unwrap_or_else(|| format!("cds-native-{}", std::process::id()));
+    let mut conn = ConnSettings::from_url(url, &container_id)?;
+    if let Some(v) = &o.vhost {
+        conn.vhost = Some(v.clone()).filter(|v| !v.is_empty());
+    }
+    if o.user.is_some() || o.password.is_some() {
+        let (user0, pass0) = match &conn.sasl {
+            Sasl::Plain { user, password } => (user.clone(), password.clone()),
+            _ => (String::new(), String::new()),
+        };
+        conn.sasl = Sasl::Plain {
+            user: o.user.clone().unwrap_or(user0),
+            password: o.password.clone().unwrap_or(pass0),
+        };
+    }
+    match o.sasl.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None => {}
+        Some("PLAIN") if !matches!(conn.sasl, Sasl::Plain { .. }) => {
+            return Err(Error::config(
+                "sasl 'PLAIN' needs a user (in the url or option user)",
+            ));
+        }
+        Some("PLAIN") => {}
+        Some("ANONYMOUS") => conn.sasl = Sasl::Anonymous,
+        Some("EXTERNAL") => conn.sasl = Sasl::External,
+        Some(other) => {
+            return Err(Error::config(format!(
+                "sasl must be PLAIN, ANONYMOUS or EXTERNAL, got '{other}'"
+            )))
+        }
+    }
+    let tls_given = o.tls_ca.is_some()
+        || o.tls_cert.is_some()
+        || o.tls_key.is_some()
+        || o.tls_verify.is_some()
+        || o.tls_servername.is_some();
+    match conn.tls.as_mut() {
+        Some(t) => {
+            t.ca = o.tls_ca.clone();
+            t.cert = o.tls_cert.clone();
+            t.key = o.tls_key.clone();
+            t.verify = o.tls_verify.unwrap_or(true);
+            t.servername = o.tls_servername.clone();
+        }
+        None if tls_given => {
+            return Err(Error::config("tls options need an amqps:// url"));
+        }
+        None => {}
+    }
+    conn.idle_timeout = millis("idleTimeout", o.idle_timeout, 60_000)?;
+    conn.connect_timeout = millis("connectTimeout", o.connect_timeout, 10_000)?;
+    conn.reconnect_delay = millis("reconnectDelay", o.reconnect_delay, 200)?;
+    conn.max_reconnect_delay = millis("maxReconnectDelay", o.max_reconnect_delay, 30_000)?;
+    conn.dedicated = o.dedicated.unwrap_or(false);
+    let generic = match (&o.publish_address, &o.consume_address) {
+        (Some(p), Some(c)) => Some(Templates {
+            publish: p.clone(),
+            consume: c.clone(),
+            anonymous: o.anonymous_sender.unwrap_or(false),
+            topic_from: match o.topic_from.as_deref().unwrap_or("to") {
+                "to" => TopicSource::To,
+                "subject" => TopicSource::Subject,
+                "routing-key" => TopicSource::RoutingKey,
+                other => {
+                    return Err(Error::config(format!(
+                        "topicFrom must be 'to', 'subject' or 'routing-key', got '{other}'"
+                    )))
+                }
+            },
+            retry: FailOutcome::parse(
+                o.retry_outcome.as_deref().unwrap_or("modified"),
+                "retryOutcome",
+            )?,
+            dead_letter: FailOutcome::parse(
+                o.dead_letter_outcome.as_deref().unwrap_or("rejected"),
+                "deadLetterOutcome",
+            )?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(Error::config(
+                "publishAddress and consumeAddress must be given together",
+            ))
+        }
+    };
+    let profile = Profile::by_name(
+        o.profile.as_deref().unwrap_or("rabbitmq"),
+        o.namespace.as_deref(),
+        o.exchange.as_deref(),
+        generic,
+    )?;
+    let max_in_flight = small("maxInFlight", o.max_in_flight, 100)?;
+    let prefetch = small(
+        "prefetch",
+        o.prefetch,
+        u64::from(max_in_flight.saturating_mul(2)),
+    )?;
+    let qos = small("qos", o.qos, 1)?;
+    Ok(AmqpConfig {
+        conn,
+        profile,
+        queue: QueueConfig {
+            name: o.queue.clone().unwrap_or_else(|| "CAP.0000".into()),
+            provision: o.provision_queue.unwrap_or(true),
+            queue_type: o.queue_type.clone(),
+            dead_letter_exchange: o.dead_letter_exchange.clone(),
+            dead_letter_routing_key: o.dead_letter_routing_key.clone(),
+        },
+        prefetch,
+        qos: u8::try_from(qos).map_err(|_| Error::config("qos must be 0 or 1"))?,
+        send_timeout: millis("sendTimeout", o.send_timeout, 30_000)?,
+        durable: o.durable.unwrap_or(true),
+    })
 }
 
 struct JsLogSink(JsLog);

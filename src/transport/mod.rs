@@ -4,6 +4,7 @@
 //! formatting or the retry policy: it publishes payloads, hands deliveries to the engine and settles
 //! them the way the engine decides (see [`crate::message::Settle`]).
 
+pub mod amqp;
 pub mod file;
 pub mod local;
 pub mod mqtt;

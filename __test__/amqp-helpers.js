@@ -1,0 +1,155 @@
+'use strict'
+// Helpers of the AMQP suites: RabbitMQ setup and cleanup, peer processes, a TCP proxy to cut.
+const { spawn, execFileSync } = require('node:child_process')
+const net = require('node:net')
+const path = require('node:path')
+const { assertBroker } = require('./helpers')
+
+const RABBIT_PORT = 5672
+const URL = `amqp://guest:guest@127.0.0.1:${RABBIT_PORT}`
+const RUN = `cnm-${process.pid}-${Date.now().toString(36)}`
+
+function onPath(cmd) {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Enables RabbitMQ's AMQP 1.0 plugin (idempotent) when rabbitmq-plugins is on PATH, then fails
+ * loudly when the broker is not reachable.
+ */
+async function ensureRabbit() {
+  if (onPath('rabbitmq-plugins')) {
+    try {
+      execFileSync('rabbitmq-plugins', ['enable', 'rabbitmq_amqp1_0'], { stdio: 'ignore', timeout: 60000 })
+    } catch (e) {
+      throw new Error(`rabbitmq-plugins enable rabbitmq_amqp1_0 failed: ${e.message}`)
+    }
+  }
+  await assertBroker('RabbitMQ', RABBIT_PORT, 'apt-get install rabbitmq-server && service rabbitmq-server start && rabbitmq-plugins enable rabbitmq_amqp1_0')
+}
+
+/** Deletes the test queues (the product itself never deletes queues). */
+function deleteQueues(names) {
+  if (!onPath('rabbitmqctl')) return
+  for (const q of names) {
+    try {
+      execFileSync('rabbitmqctl', ['delete_queue', q], { stdio: 'ignore', timeout: 30000 })
+    } catch {
+      /* absent */
+    }
+  }
+}
+
+/** Messages ready in a queue (via rabbitmqctl). */
+function queueDepth(name) {
+  const out = execFileSync('rabbitmqctl', ['list_queues', '-q', '--no-table-headers', 'name', 'messages'], { encoding: 'utf8' })
+  for (const line of out.split('\n')) {
+    const [q, n] = line.trim().split(/\s+/)
+    if (q === name) return Number(n)
+  }
+  return undefined
+}
+
+/**
+ * Starts `__test__/apps/amqp-peer/peer.js`. Returns { ready, progress(n), done, kill }:
+ * `ready` resolves at READY, `progress(n)` once it reported n messages, `done` with its JSON result.
+ */
+function spawnPeer(role, requires, args = {}, { timeout = 55000 } = {}) {
+  const app = path.join(__dirname, 'apps', 'amqp-peer')
+  const child = spawn(process.execPath, [path.join(app, 'peer.js'), role, JSON.stringify(args)], {
+    cwd: app,
+    env: { ...process.env, CDS_CONFIG: JSON.stringify({ requires: { messaging: requires } }), NODE_ENV: 'test' },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let out = ''
+  let err = ''
+  let count = 0
+  const waiters = []
+  let readyResolve
+  const ready = new Promise(r => (readyResolve = r))
+  child.stdout.on('data', d => {
+    out += d
+    for (const line of String(d).split('\n')) {
+      if (line === 'READY') readyResolve()
+      const m = /^P (\d+)$/.exec(line)
+      if (m) {
+        count = Number(m[1])
+        for (const w of waiters.filter(w => count >= w.n)) w.resolve()
+      }
+    }
+  })
+  child.stderr.on('data', d => (err += d))
+  const done = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`peer ${role} timed out after ${timeout} ms\nstdout:\n${out.slice(-3000)}\nstderr:\n${err.slice(-3000)}`))
+    }, timeout)
+    child.on('exit', code => {
+      clearTimeout(timer)
+      const last = out.trim().split('\n').filter(l => l.startsWith('{')).pop()
+      let result
+      try {
+        result = last && JSON.parse(last)
+      } catch {
+        /* reported below */
+      }
+      if (code !== 0 || !result) return reject(new Error(`peer ${role} exited with ${code}\nstdout:\n${out.slice(-3000)}\nstderr:\n${err.slice(-3000)}`))
+      resolve({ ...result, output: out + err })
+    })
+  })
+  done.catch(() => {}) // observed by the test that awaits it
+  return {
+    get ready() {
+      return Promise.race([ready, done.then(() => Promise.reject(new Error(`peer ${role} ended before READY:\n${out}\n${err}`)))])
+    },
+    progress: n => (count >= n ? Promise.resolve() : new Promise(resolve => waiters.push({ n, resolve }))),
+    done,
+    kill: () => child.kill('SIGKILL')
+  }
+}
+
+/** A loopback TCP proxy to RabbitMQ that can be cut (all connections dropped, port closed) and reopened. */
+function cuttableProxy(targetPort = RABBIT_PORT) {
+  const sockets = new Set()
+  let server
+  let connections = 0
+  const listen = port =>
+    new Promise((resolve, reject) => {
+      server = net.createServer(c => {
+        connections++
+        const u = net.connect(targetPort, '127.0.0.1')
+        sockets.add(c)
+        sockets.add(u)
+        c.pipe(u)
+        u.pipe(c)
+        const kill = () => {
+          c.destroy()
+          u.destroy()
+          sockets.delete(c)
+          sockets.delete(u)
+        }
+        c.on('error', kill)
+        u.on('error', kill)
+        c.on('close', kill)
+        u.on('close', kill)
+      })
+      server.once('error', reject)
+      server.listen(port, '127.0.0.1', resolve)
+    })
+  const cut = () =>
+    new Promise(resolve => {
+      for (const s of sockets) s.destroy()
+      sockets.clear()
+      server.close(() => resolve())
+    })
+  return { listen, cut, connections: () => connections }
+}
+
+const range = (from, n) => Array.from({ length: n }, (_, k) => from + k)
+
+module.exports = { URL, RUN, ensureRabbit, deleteQueues, queueDepth, spawnPeer, cuttableProxy, range }
