@@ -61,5 +61,19 @@ module.exports = {
     raw: () => ({ url: 'mqtt://127.0.0.1:1883', qos: 1 }),
     versions: () => ({ mosquitto: version("mosquitto -h | sed -n 1p"), 'mqtt.js': require('mqtt/package.json').version }),
     notes: ['mqtt: @sap/cds has no MQTT kind; compared with mqtt.js at QoS 1 on the local Mosquitto (127.0.0.1:1883).']
+  },
+  amqp: {
+    label: { ours: 'native-amqp-messaging (RabbitMQ, unsettled)', raw: 'rhea (unsettled, manual accept)' },
+    prepare: () => ({ queue: `bench.${unique()}` }),
+    cleanup: ({ queue }) => {
+      for (const q of [queue, `${queue}.raw`]) version(`rabbitmqctl -q delete_queue ${q}`)
+    },
+    ours: ({ queue }) => ({ kind: 'native-amqp-messaging', url: 'amqp://127.0.0.1:5672', credentials: { user: 'guest', password: 'guest' }, queue: { name: queue } }),
+    raw: ({ queue }) => ({ queue: `${queue}.raw` }),
+    versions: () => ({ rabbitmq: version("rabbitmqctl -q version"), rhea: require('rhea/package.json').version }),
+    notes: [
+      'amqp: RabbitMQ 3.10 with the AMQP 1.0 plugin (its own ceiling is about 8–9k msgs/s here). Ours publishes to amq.topic and consumes its bound queue; rhea publishes to and consumes from a queue address directly (one hop less).',
+      "amqp: @sap/cds's AMQP kind (enterprise-messaging-shared) cannot be pointed at the local broker: it connects over WebSocket with an OAuth2 client-credentials token taken from an Event Mesh binding (credentials.messaging[].oa2 and a wss:// uri), which RabbitMQ does not offer; no @sap/cds figures are shown."
+    ]
   }
 }

@@ -1,0 +1,42 @@
+'use strict'
+// Raw rhea on RabbitMQ's AMQP 1.0 plugin: unsettled sends (resolve on `accepted`) to the queue
+// address /queue/<q> and a receiver on the same queue with manual acceptance and a credit window.
+const rhea = require('rhea')
+
+module.exports = async ({ host = '127.0.0.1', port = 5672, username = 'guest', password = 'guest', queue, credit = 200 }) => {
+  const container = rhea.create_container({ id: `bench-raw-${process.pid}` })
+  const conn = container.connect({ host, port, username, password, reconnect: false })
+  await new Promise((resolve, reject) => {
+    conn.once('connection_open', resolve)
+    conn.once('connection_error', reject)
+    conn.once('disconnected', c => c.error && reject(c.error))
+  })
+  const address = `/queue/${queue}`
+  const sender = conn.open_sender({ target: { address } })
+  await new Promise(r => sender.once('sendable', r))
+  const pending = new Map()
+  sender.on('accepted', ctx => pending.get(ctx.delivery.id)?.resolve())
+  sender.on('rejected', ctx => pending.get(ctx.delivery.id)?.reject(new Error('rejected')))
+  sender.on('settled', ctx => pending.delete(ctx.delivery.id))
+  const handlers = []
+  return {
+    emit: (topic, data) =>
+      new Promise((resolve, reject) => {
+        const d = sender.send({ subject: topic, body: rhea.message.data_section(Buffer.from(JSON.stringify({ data }))), content_type: 'application/json' })
+        pending.set(d.id, { resolve, reject })
+      }),
+    on: (topic, fn) => handlers.push(fn),
+    listen: async () => {
+      const receiver = conn.open_receiver({ source: { address }, autoaccept: false, credit_window: credit })
+      receiver.on('message', ctx => {
+        const body = ctx.message.body
+        const text = Buffer.isBuffer(body?.content) ? body.content.toString() : typeof body === 'string' ? body : JSON.stringify(body)
+        const data = JSON.parse(text).data
+        for (const fn of handlers) fn(data)
+        ctx.delivery.accept()
+      })
+      await new Promise(r => receiver.once('receiver_open', r))
+    },
+    close: async () => conn.close()
+  }
+}
