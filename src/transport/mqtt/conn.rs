@@ -163,7 +163,12 @@ impl Conn {
     ) -> Result<Arc<Conn>> {
         let options = mqtt_options(&settings)?;
         let cap = settings.window + settings.extra_requests + 16;
-        let (client, eventloop) = AsyncClient::new(options, cap);
+        let (client, mut eventloop) = AsyncClient::new(options, cap);
+        // Without TCP_NODELAY (rumqttc's default is off) Nagle's algorithm holds small packets
+        // (PUBLISH, PUBACK) back until the peer's delayed ACK: ~40 ms per round trip.
+        let mut net = eventloop.network_options();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let conn = Arc::new(Conn {
             client,
             log,
