@@ -106,6 +106,7 @@ class NativeMessagingService extends cds.MessagingService {
     const _msg = this.message4(msg)
     if (this.options.structured && typeof _msg.data === 'string') _msg.data = { message: _msg.data }
     const payload = this.serialize(_msg)
+    if (this.listenImmediately && this._native.started) await this._native.started
     return new Promise((resolve, reject) => {
       const state = this._native
       if (state.outgoing.push({ topic: _msg.event, payload, resolve, reject }) === 1) queueMicrotask(() => this._flush())
@@ -146,8 +147,15 @@ class NativeMessagingService extends cds.MessagingService {
     this._subscribe()
     const g = this._engine.guarantee()
     this.LOG._info && this.LOG.info(`${this.name}: ${g.summary}`)
+    const started = this._engine.listen(batch => this._deliver(batch))
+    // Emits wait for this where consumption starts at init (local kind): an emit made right after
+    // connect must not find the consumer not yet started and count as "no receivers".
+    state.started = started.then(
+      () => {},
+      () => {}
+    )
     try {
-      await this._engine.listen(batch => this._deliver(batch))
+      await started
     } catch (e) {
       const err = fromNative(e)
       this.LOG.error(`${this.name}: cannot start consuming: ${err.message}`)
