@@ -18,6 +18,7 @@ pub mod napi;
 pub mod policy;
 pub mod routing;
 pub mod subscriptions;
+pub mod sync;
 pub mod transport;
 
 pub use error::{Error, ErrorCode, Result};

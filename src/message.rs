@@ -83,6 +83,30 @@ pub struct DeadLetter {
     pub error: HandlerError,
 }
 
+/// A bounded, shared in-memory list of dead letters (for transports without a dead-letter
+/// destination): the newest [`DeadLetterQueue::CAPACITY`] are kept.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterQueue(Arc<std::sync::Mutex<std::collections::VecDeque<DeadLetter>>>);
+
+impl DeadLetterQueue {
+    /// How many dead letters are kept.
+    pub const CAPACITY: usize = 1000;
+
+    /// Adds a dead letter, dropping the oldest when full.
+    pub fn push(&self, message: Inbound, error: HandlerError) {
+        let mut dead = crate::sync::lock(&self.0);
+        if dead.len() == Self::CAPACITY {
+            dead.pop_front();
+        }
+        dead.push_back(DeadLetter { message, error });
+    }
+
+    /// The dead letters kept so far, oldest first.
+    pub fn list(&self) -> Vec<DeadLetter> {
+        crate::sync::lock(&self.0).iter().cloned().collect()
+    }
+}
+
 /// One message in flight, with the handle that settles it.
 pub struct Delivery {
     /// The message.

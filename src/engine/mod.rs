@@ -70,10 +70,7 @@ impl Engine {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::sync::lock(&self.state)
     }
 
     /// The guarantee of this engine's transport with its policy.

@@ -61,16 +61,10 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
 use crate::message::{Delivery, HandlerError, Inbound, Outbound, Settle};
 use crate::policy::RetryPolicy;
+use crate::sync::lock;
 use crate::transport::{Guarantee, Transport, TransportContext};
 
 pub use self::config::{QueueConfig, Sasl, Tls};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
 
 static LINK_SEQ: AtomicU64 = AtomicU64::new(1);
 

@@ -117,10 +117,7 @@ fn live_instances() -> &'static Mutex<HashSet<u64>> {
 }
 
 fn lock_live() -> std::sync::MutexGuard<'static, HashSet<u64>> {
-    match live_instances().lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
+    crate::sync::lock(live_instances())
 }
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
@@ -141,10 +138,7 @@ struct Shared {
 
 impl Shared {
     fn writes(&self) -> std::sync::MutexGuard<'_, PendingWrites> {
-        match self.writes.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::sync::lock(&self.writes)
     }
 
     /// Writes everything pending, group after group, until nothing is left. Blocking.
@@ -219,10 +213,7 @@ impl FileTransport {
     }
 
     fn consumer(&self) -> std::sync::MutexGuard<'_, Option<Consumer>> {
-        match self.consumer.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::sync::lock(&self.consumer)
     }
 }
 

@@ -3,25 +3,21 @@
 //! An emit resolves once every delivery of it is settled: acknowledged (the handlers succeeded) or,
 //! after the last failed attempt, dead-lettered — then the emit rejects with the handler's error, as
 //! with @sap/cds's `local-messaging`. Dead letters are kept in memory (the newest
-//! [`DEAD_LETTER_CAPACITY`]) and can be listed for tests.
+//! [`DeadLetterQueue::CAPACITY`](crate::message::DeadLetterQueue::CAPACITY)) and can be listed for tests.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::message::{DeadLetter, Delivery, HandlerError, Inbound, Outbound, Settle};
+use crate::message::{
+    DeadLetter, DeadLetterQueue, Delivery, HandlerError, Inbound, Outbound, Settle,
+};
 use crate::policy::RetryPolicy;
 use crate::subscriptions::Subscriptions;
 use crate::transport::{Guarantee, Transport, TransportContext};
-
-/// How many dead letters the local transport keeps.
-pub const DEAD_LETTER_CAPACITY: usize = 1000;
-
-type DeadLetters = Arc<Mutex<VecDeque<DeadLetter>>>;
 
 struct Started {
     deliveries: mpsc::Sender<Delivery>,
@@ -32,7 +28,7 @@ struct Started {
 #[derive(Default)]
 pub struct LocalTransport {
     started: OnceLock<Started>,
-    dead: DeadLetters,
+    dead: DeadLetterQueue,
 }
 
 impl LocalTransport {
@@ -42,18 +38,11 @@ impl LocalTransport {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
 struct LocalSettle {
     message: Inbound,
     done: oneshot::Sender<Result<()>>,
     deliveries: mpsc::WeakSender<Delivery>,
-    dead: DeadLetters,
+    dead: DeadLetterQueue,
 }
 
 impl Settle for LocalSettle {
@@ -85,16 +74,7 @@ impl Settle for LocalSettle {
     }
 
     fn dead_letter(self: Box<Self>, error: &HandlerError) {
-        {
-            let mut dead = lock(&self.dead);
-            if dead.len() == DEAD_LETTER_CAPACITY {
-                dead.pop_front();
-            }
-            dead.push_back(DeadLetter {
-                message: self.message.clone(),
-                error: error.clone(),
-            });
-        }
+        self.dead.push(self.message.clone(), error.clone());
         let code = error
             .code
             .as_deref()
@@ -193,7 +173,7 @@ impl Transport for LocalTransport {
     }
 
     fn dead_letters(&self) -> Vec<DeadLetter> {
-        lock(&self.dead).iter().cloned().collect()
+        self.dead.list()
     }
 }
 

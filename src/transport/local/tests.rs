@@ -6,6 +6,8 @@ use crate::log::testing::Collect;
 use crate::log::{Level, LogSink};
 use crate::message::Outcome;
 use crate::subscriptions::TopicSet;
+use crate::sync::lock;
+use std::sync::Mutex;
 
 /// Records every message it sees and answers with `decide(message, nth delivery seen so far)`.
 struct Recorder<F> {

@@ -40,6 +40,7 @@ use super::address::{Endpoint, Scheme};
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
 use crate::message::Delivery;
+use crate::sync::lock;
 
 /// Everything needed to open one connection.
 #[derive(Clone)]
@@ -121,13 +122,6 @@ impl Waiter {
 impl Drop for Waiter {
     fn drop(&mut self) {
         self.outstanding.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 

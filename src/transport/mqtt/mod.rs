@@ -548,10 +548,7 @@ impl MqttTransport {
     }
 
     fn consumer(&self) -> std::sync::MutexGuard<'_, Option<Consumer>> {
-        match self.consumer.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::sync::lock(&self.consumer)
     }
 
     /// Waits until subscriptions made before now are confirmed by the broker (at most

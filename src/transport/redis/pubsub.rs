@@ -1,8 +1,8 @@
 //! Pub/sub mode: wire-compatible with @sap/cds `redis-messaging`, at-most-once.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,24 +14,16 @@ use super::conn::{Endpoint, ErrorText, Link, LinkSettings};
 use super::{send_batch, RedisConfig};
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
-use crate::message::{DeadLetter, Delivery, HandlerError, Inbound, Outbound, Settle};
+use crate::message::{
+    DeadLetter, DeadLetterQueue, Delivery, HandlerError, Inbound, Outbound, Settle,
+};
 use crate::policy::RetryPolicy;
 use crate::subscriptions::TopicSet;
+use crate::sync::lock;
 use crate::transport::{Guarantee, Transport, TransportContext};
 
-/// How many dead letters the pub/sub mode keeps in memory.
-pub const DEAD_LETTER_CAPACITY: usize = 1000;
 /// How often the subscription connection is checked with `PING`.
 const PING_INTERVAL: Duration = Duration::from_secs(5);
-
-type DeadLetters = Arc<Mutex<VecDeque<DeadLetter>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
 
 struct Consumer {
     task: JoinHandle<()>,
@@ -47,7 +39,7 @@ pub struct PubSubTransport {
     config: RedisConfig,
     endpoint: Endpoint,
     link: Link,
-    dead: DeadLetters,
+    dead: DeadLetterQueue,
     consumer: Mutex<Option<Consumer>>,
     closed: AtomicBool,
 }
@@ -70,7 +62,7 @@ impl PubSubTransport {
             config,
             endpoint,
             link,
-            dead: DeadLetters::default(),
+            dead: DeadLetterQueue::default(),
             consumer: Mutex::new(None),
             closed: AtomicBool::new(false),
         }
@@ -168,7 +160,7 @@ impl Transport for PubSubTransport {
     }
 
     fn dead_letters(&self) -> Vec<DeadLetter> {
-        lock(&self.dead).iter().cloned().collect()
+        self.dead.list()
     }
 }
 
@@ -224,7 +216,7 @@ struct Subscriber {
     config: RedisConfig,
     ctx: TransportContext,
     stop: watch::Receiver<bool>,
-    dead: DeadLetters,
+    dead: DeadLetterQueue,
     applied: watch::Sender<u64>,
 }
 
@@ -435,7 +427,7 @@ impl Subscriber {
 struct PubSubSettle {
     message: Inbound,
     deliveries: mpsc::WeakSender<Delivery>,
-    dead: DeadLetters,
+    dead: DeadLetterQueue,
 }
 
 impl Settle for PubSubSettle {
@@ -460,14 +452,7 @@ impl Settle for PubSubSettle {
     }
 
     fn dead_letter(self: Box<Self>, error: &HandlerError) {
-        let mut dead = lock(&self.dead);
-        if dead.len() == DEAD_LETTER_CAPACITY {
-            dead.pop_front();
-        }
-        dead.push_back(DeadLetter {
-            message: self.message.clone(),
-            error: error.clone(),
-        });
+        self.dead.push(self.message.clone(), error.clone());
     }
 }
 

@@ -24,6 +24,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
 use crate::message::{Delivery, HandlerError, Inbound, Outbound, Settle};
 use crate::policy::RetryPolicy;
+use crate::sync::lock;
 use crate::transport::{Guarantee, Transport, TransportContext};
 
 /// How long `close` waits for deliveries in flight before leaving them pending.
@@ -32,13 +33,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// How often streams are listed when every topic is consumed (`'*'`).
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
 
 /// The stream key of `topic`.
 pub fn stream_key(prefix: &str, topic: &str) -> String {
