@@ -1,5 +1,9 @@
 //! CloudEvents 1.0 headers for `format: 'cloudevents'`, checked with `cloudevents-sdk`.
 //!
+//! On emit, `srv/NativeMessagingService.js` fills the missing attributes and the engine checks the
+//! payload it publishes with [`validate_payload`] (no extra boundary crossing).
+//! [`complete_headers`] does both in one step (exported to JavaScript as `completeCloudEventHeaders`).
+//!
 //! Only missing attributes are filled (`id`, `type`, `source`, `time`, `datacontenttype`,
 //! `specversion`); every header the application set is kept as it is — including an explicit
 //! `x-correlation-id`, which @sap/cds drops. The result must deserialize as a CloudEvents 1.0 JSON
@@ -49,6 +53,19 @@ pub fn validate(headers: &Map<String, Value>) -> Result<()> {
         .map_err(|e| invalid(&e.to_string()))
 }
 
+/// Checks the CloudEvents attributes of a serialized outbound message: the top level of a broker
+/// wire body (`{...headers, data}`), or the `headers` of the box/local body (`{data, headers}`).
+pub fn validate_payload(payload: &str) -> Result<()> {
+    let mut body: Map<String, Value> = serde_json::from_str(payload)
+        .map_err(|e| invalid(&format!("the message is not a JSON object ({e})")))?;
+    if !body.contains_key("specversion") {
+        if let Some(Value::Object(headers)) = body.remove("headers") {
+            return validate(&headers);
+        }
+    }
+    validate(&body)
+}
+
 fn invalid(why: &str) -> Error {
     Error::new(
         ErrorCode::InvalidDataFormat,
@@ -86,6 +103,23 @@ mod tests {
         let e: cloudevents::Event = serde_json::from_value(Value::Object(envelope)).unwrap();
         use cloudevents::AttributesReader;
         assert_eq!(e.ty(), "OrderCreated");
+    }
+
+    #[test]
+    fn payloads_are_checked_in_either_wire_shape() {
+        let ok = r#""id":"1","type":"t","source":"/s","specversion":"1.0","time":"2024-01-01T00:00:00.000Z""#;
+        validate_payload(&format!("{{{ok},\"data\":{{}}}}")).unwrap();
+        validate_payload(&format!("{{\"data\":{{}},\"headers\":{{{ok}}}}}")).unwrap();
+        for bad in [
+            r#"{"data":{},"headers":{"specversion":"0.3"}}"#,
+            r#"{"id":"1","type":"t","source":"/s","specversion":"1.0","time":"yesterday"}"#,
+            r#"{"data":{}}"#,
+            "[1]",
+        ] {
+            let err = validate_payload(bad).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidDataFormat, "{bad}");
+            assert!(err.message.contains("CloudEvents 1.0"), "{}", err.message);
+        }
     }
 
     #[test]

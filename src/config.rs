@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::log::Logger;
 use crate::policy::RetryPolicy;
 use crate::transport::amqp::{config::AmqpConfig, AmqpTransport};
@@ -10,6 +10,7 @@ use crate::transport::file::{FileConfig, FileTransport};
 use crate::transport::local::LocalTransport;
 use crate::transport::mqtt::{MqttConfig, MqttTransport};
 use crate::transport::redis::RedisConfig;
+use crate::transport::rest::{RestConfig, RestTransport};
 use crate::transport::Transport;
 
 /// Which backend an engine talks to, with its settings.
@@ -25,6 +26,8 @@ pub enum TransportConfig {
     Mqtt(Box<MqttConfig>),
     /// An AMQP 1.0 broker (`native-amqp-messaging`).
     Amqp(Box<AmqpConfig>),
+    /// SAP Event Mesh over HTTP REST (`native-enterprise-messaging`, `native-event-mesh`).
+    Rest(Box<RestConfig>),
 }
 
 impl TransportConfig {
@@ -36,6 +39,7 @@ impl TransportConfig {
             TransportConfig::Redis(c) => crate::transport::redis::build(c.clone(), log.clone())?,
             TransportConfig::Mqtt(c) => Arc::new(MqttTransport::new((**c).clone(), log.clone())?),
             TransportConfig::Amqp(c) => Arc::new(AmqpTransport::new((**c).clone(), log.clone())?),
+            TransportConfig::Rest(c) => Arc::new(RestTransport::new((**c).clone(), log.clone())?),
         })
     }
 }
@@ -51,6 +55,9 @@ pub struct EngineConfig {
     pub max_in_flight: usize,
     /// Deliveries handed to the handlers in one call (≥ 1).
     pub max_batch: usize,
+    /// How long an emit waits until the subscriptions made before it are in effect at the broker
+    /// (and until a consumer that is starting has started). The one place this wait is stated.
+    pub subscribe_wait: std::time::Duration,
     /// The backend.
     pub transport: TransportConfig,
 }
@@ -63,6 +70,7 @@ impl EngineConfig {
             policy: RetryPolicy::default(),
             max_in_flight: 100,
             max_batch: 100,
+            subscribe_wait: std::time::Duration::from_secs(10),
             transport,
         }
     }
@@ -70,18 +78,19 @@ impl EngineConfig {
     /// Checks every value; errors carry `INVALID_CONFIG` and name the option.
     pub fn validate(&self) -> Result<()> {
         self.policy.validate()?;
-        if self.max_in_flight == 0 {
-            return Err(Error::config("maxInFlight must be at least 1"));
-        }
-        if self.max_batch == 0 {
-            return Err(Error::config("maxBatch must be at least 1"));
-        }
+        crate::limits::check(
+            "maxInFlight",
+            self.max_in_flight,
+            crate::limits::MAX_CAPACITY,
+        )?;
+        crate::limits::check("maxBatch", self.max_batch, crate::limits::MAX_CAPACITY)?;
         match &self.transport {
             TransportConfig::Local => {}
             TransportConfig::File(f) => f.validate()?,
             TransportConfig::Redis(r) => r.validate()?,
             TransportConfig::Mqtt(m) => m.validate()?,
             TransportConfig::Amqp(a) => a.validate()?,
+            TransportConfig::Rest(r) => r.validate()?,
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ pub mod cloudevents;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod limits;
 pub mod log;
 pub mod message;
 pub mod napi;

@@ -47,6 +47,7 @@ pub trait LogSink: Send + Sync + 'static {
 pub struct Logger {
     sink: Option<Arc<dyn LogSink>>,
     name: Arc<str>,
+    stats: Arc<crate::engine::stats::Stats>,
 }
 
 impl Logger {
@@ -55,7 +56,13 @@ impl Logger {
         Logger {
             sink,
             name: Arc::from(name),
+            stats: Arc::default(),
         }
+    }
+
+    /// The counters of the engine this logger belongs to (transports count reconnects here).
+    pub fn stats(&self) -> &crate::engine::stats::Stats {
+        &self.stats
     }
 
     /// Logs one line at `level`.

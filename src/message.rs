@@ -3,7 +3,20 @@
 //! The payload is produced by `JSON.stringify` on the JavaScript side and parsed there again, so the
 //! engine never rebuilds JSON on the hot path; transports only validate it where a format needs it.
 
-use std::sync::Arc;
+/// Content type of CloudEvents in structured mode.
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+/// Content type of plain JSON.
+pub const JSON: &str = "application/json";
+
+/// The content type @sap/cds sends: CloudEvents when the headers hold its four required
+/// attributes ([`Outbound::cloud_event`]), else plain JSON.
+pub fn content_type(cloud_event: bool) -> &'static str {
+    if cloud_event {
+        CLOUDEVENTS_JSON
+    } else {
+        JSON
+    }
+}
 
 /// A message to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +25,26 @@ pub struct Outbound {
     pub topic: String,
     /// The serialized body, e.g. `{"data":{…},"headers":{…}}`.
     pub payload: String,
+    /// The message's headers hold the CloudEvents attributes `id`, `source`, `specversion` and
+    /// `type` (decided by JavaScript, which has the headers; the broker kinds label such a
+    /// message `application/cloudevents+json`, as @sap/cds does).
+    pub cloud_event: bool,
+    /// The tenant (`cds.context.tenant`) of a multitenant app, given only with
+    /// `cds.requires.multitenancy`: the REST transport publishes with a token requested with
+    /// `x-zid: <tenant>`, as @sap/cds does; the other transports ignore it.
+    pub tenant: Option<String>,
+}
+
+impl Outbound {
+    /// A message that is not a CloudEvent.
+    pub fn new(topic: impl Into<String>, payload: impl Into<String>) -> Self {
+        Outbound {
+            topic: topic.into(),
+            payload: payload.into(),
+            cloud_event: false,
+            tenant: None,
+        }
+    }
 }
 
 /// A message handed to the application's handlers.
@@ -68,43 +101,26 @@ pub enum Outcome {
 pub trait Settle: Send + Sync + 'static {
     /// Every handler succeeded: remove the message for good.
     fn ack(self: Box<Self>);
-    /// Deliver the same message again, not before `delay`.
-    fn retry(self: Box<Self>, delay: std::time::Duration, error: &HandlerError);
+    /// Hand the message back to the broker for redelivery, not before `delay`. Called only on
+    /// transports whose broker redelivers ([`crate::transport::Redelivery::Broker`]); where the
+    /// engine redelivers, it keeps the handle instead, and this default drops it.
+    fn retry(self: Box<Self>, delay: std::time::Duration, error: &HandlerError) {
+        let _ = (delay, error);
+    }
+    /// The engine is about to deliver the message again itself (in-process redelivery).
+    fn redelivered(&mut self) {}
     /// Give up: move the message to the transport's dead-letter place.
     fn dead_letter(self: Box<Self>, error: &HandlerError);
 }
 
-/// A message that exhausted its attempts (kept by transports without a dead-letter destination).
+/// A message that exhausted its attempts (kept by the engine for transports without a dead-letter
+/// destination).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
     /// The message as last delivered.
     pub message: Inbound,
     /// The last handler error.
     pub error: HandlerError,
-}
-
-/// A bounded, shared in-memory list of dead letters (for transports without a dead-letter
-/// destination): the newest [`DeadLetterQueue::CAPACITY`] are kept.
-#[derive(Debug, Clone, Default)]
-pub struct DeadLetterQueue(Arc<std::sync::Mutex<std::collections::VecDeque<DeadLetter>>>);
-
-impl DeadLetterQueue {
-    /// How many dead letters are kept.
-    pub const CAPACITY: usize = 1000;
-
-    /// Adds a dead letter, dropping the oldest when full.
-    pub fn push(&self, message: Inbound, error: HandlerError) {
-        let mut dead = crate::sync::lock(&self.0);
-        if dead.len() == Self::CAPACITY {
-            dead.pop_front();
-        }
-        dead.push_back(DeadLetter { message, error });
-    }
-
-    /// The dead letters kept so far, oldest first.
-    pub fn list(&self) -> Vec<DeadLetter> {
-        crate::sync::lock(&self.0).iter().cloned().collect()
-    }
 }
 
 /// One message in flight, with the handle that settles it.
@@ -122,6 +138,3 @@ impl std::fmt::Debug for Delivery {
             .finish()
     }
 }
-
-/// Shared, cheaply clonable list of messages (used to hand batches around without copying).
-pub type Batch = Arc<Vec<Inbound>>;

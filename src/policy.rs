@@ -2,6 +2,7 @@
 //!
 //! The engine owns this decision for every transport; transports only carry it out.
 
+use crate::transport::support::backoff::Backoff;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -62,20 +63,14 @@ impl RetryPolicy {
         }
     }
 
-    /// Exponential back-off with ±20 % jitter: `retry_delay · 2^(attempt-1)`, capped.
+    /// The back-off before redelivery `attempt + 1`: `retry_delay · 2^(attempt-1)`, capped at
+    /// `max_retry_delay`, with the one jitter law of [`Backoff`].
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(20);
-        let base = self
-            .retry_delay
-            .saturating_mul(1u32 << exp)
-            .min(self.max_retry_delay);
-        let millis = base.as_millis() as u64;
-        if millis == 0 {
-            return Duration::ZERO;
+        Backoff {
+            min: self.retry_delay,
+            max: self.max_retry_delay,
         }
-        let spread = millis / 5;
-        let jittered = millis - spread + fastrand::u64(0..=spread * 2);
-        Duration::from_millis(jittered).min(self.max_retry_delay)
+        .delay(attempt)
     }
 }
 

@@ -12,7 +12,13 @@
 //!   redelivered, never acknowledged.
 
 mod dispatch;
+pub mod progress;
+mod redelivery;
+pub mod stats;
 
+pub use self::redelivery::DeadLetterQueue;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -25,18 +31,31 @@ use crate::log::{LogSink, Logger};
 use crate::message::{Inbound, Outbound, Outcome};
 use crate::policy::RetryPolicy;
 use crate::subscriptions::{Subscriptions, TopicSet};
-use crate::transport::{Guarantee, Transport, TransportContext};
+use crate::transport::{Guarantee, Redelivery, Transport, TransportContext};
 
 /// Receives batches of deliveries; implemented by the JS bridge and by tests.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// Processes a batch and returns one outcome per message, in order.
     async fn handle(&self, batch: Vec<Inbound>) -> Result<Vec<Outcome>>;
+
+    /// Like [`handle`](Handler::handle), and may report single outcomes earlier through
+    /// `progress` (a message is settled and frees its permit when its outcome is reported).
+    async fn handle_with(
+        &self,
+        batch: Vec<Inbound>,
+        progress: progress::Progress,
+    ) -> Result<Vec<Outcome>> {
+        let _ = progress;
+        self.handle(batch).await
+    }
 }
 
 #[derive(Default)]
 struct State {
     dispatcher: Option<JoinHandle<()>>,
+    /// `listen` was announced or called: emits wait until the consumer has started.
+    announced: bool,
     listening: bool,
     closed: bool,
 }
@@ -50,6 +69,14 @@ pub struct Engine {
     max_batch: usize,
     log: Logger,
     state: Mutex<State>,
+    /// Dead letters of transports without a dead-letter place (see [`Redelivery`]).
+    dead: DeadLetterQueue,
+    /// Set when closing starts: in-process redeliveries still waiting are dropped.
+    closing: Arc<AtomicBool>,
+    /// Limit of an emit's wait for its own subscriptions and for a starting consumer.
+    subscribe_wait: std::time::Duration,
+    /// `true` once `listen` has started the transport (or failed to).
+    started: tokio::sync::watch::Sender<bool>,
 }
 
 impl Engine {
@@ -66,6 +93,10 @@ impl Engine {
             max_batch: config.max_batch,
             log,
             state: Mutex::new(State::default()),
+            dead: DeadLetterQueue::default(),
+            closing: Arc::new(AtomicBool::new(false)),
+            subscribe_wait: config.subscribe_wait,
+            started: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -80,17 +111,21 @@ impl Engine {
 
     /// Dead letters the transport keeps in memory (local transport), oldest first.
     pub fn dead_letters(&self) -> Vec<crate::message::DeadLetter> {
-        self.transport.dead_letters()
+        self.dead.list()
     }
 
-    /// The engine's logger.
-    pub fn logger(&self) -> &Logger {
-        &self.log
+    /// Says, synchronously, that [`Engine::listen`] is about to be called: every publish from now on
+    /// waits (up to the subscribe wait) until the consumer has started, so an emit made right after
+    /// the service began listening sees its own subscriptions even when the asynchronous `listen`
+    /// has not run yet.
+    pub fn announce_listen(&self) {
+        self.state().announced = true;
     }
 
     /// Starts consuming and delivering to `handler`. Must run inside a tokio runtime.
     pub async fn listen(&self, handler: Arc<dyn Handler>) -> Result<()> {
         let (tx, rx) = mpsc::channel(self.max_in_flight.max(1) * 2);
+        let (bypass_tx, bypass_rx) = mpsc::unbounded_channel();
         {
             let mut st = self.state();
             if st.closed {
@@ -106,8 +141,10 @@ impl Engine {
                 ));
             }
             st.listening = true;
+            st.announced = true;
             st.dispatcher = Some(tokio::spawn(dispatch::run(
                 rx,
+                bypass_rx,
                 handler,
                 dispatch::Settings {
                     policy: self.policy.clone(),
@@ -115,18 +152,35 @@ impl Engine {
                     max_batch: self.max_batch,
                     dead_letter: self.guarantee().dead_letter,
                     log: self.log.clone(),
+                    in_process: match self.transport.redelivery() {
+                        Redelivery::Broker => None,
+                        Redelivery::InProcess {
+                            dead_letters_in_memory,
+                        } => Some(redelivery::InProcess {
+                            deliveries: tx.downgrade(),
+                            bypass: bypass_tx.downgrade(),
+                            closing: self.closing.clone(),
+                            dead: self.dead.clone(),
+                            keeps_dead_letters: dead_letters_in_memory,
+                        }),
+                    },
                 },
             )));
         }
-        self.transport
+        let res = self
+            .transport
             .start(TransportContext {
                 deliveries: tx,
                 subscriptions: self.subscriptions.clone(),
                 policy: self.policy.clone(),
                 max_in_flight: self.max_in_flight,
                 log: self.log.clone(),
+                dead_letters: self.dead.clone(),
+                bypass: bypass_tx,
             })
-            .await
+            .await;
+        self.started.send_replace(true);
+        res
     }
 
     /// Replaces the set of consumed topics.
@@ -143,21 +197,71 @@ impl Engine {
 
     /// Publishes a batch; one result per message.
     pub async fn publish(&self, batch: Vec<Outbound>) -> Vec<Result<()>> {
+        self.publish_as(batch, false).await
+    }
+
+    /// Publishes a batch emitted by one of this engine's handlers while it runs (see
+    /// [`Transport::publish_nested`]).
+    pub async fn publish_nested(&self, batch: Vec<Outbound>) -> Vec<Result<()>> {
+        self.publish_as(batch, true).await
+    }
+
+    async fn publish_as(&self, batch: Vec<Outbound>, nested: bool) -> Vec<Result<()>> {
+        let listening = {
+            let st = self.state();
+            if st.closed {
+                return batch.iter().map(|m| Err(Error::closed(&m.topic))).collect();
+            }
+            st.announced
+        };
+        // An emit sees its own service's subscriptions: a consumer that is starting has started,
+        // and the subscriptions made before this emit are in effect at the broker.
+        if listening && !*self.started.borrow() {
+            let mut rx = self.started.subscribe();
+            let _ = tokio::time::timeout(self.subscribe_wait, rx.wait_for(|s| *s)).await;
+        }
+        self.subscriptions.wait_applied(self.subscribe_wait).await;
+        let results = if nested {
+            self.transport.publish_nested(batch).await
+        } else {
+            self.transport.publish(batch).await
+        };
+        self.log.stats().published(&results);
+        results
+    }
+
+    /// Takes over messages whose first attempt was delivered outside the engine and failed with
+    /// the given error (see [`Transport::redeliver`]); one result per message.
+    pub async fn redeliver(
+        &self,
+        batch: Vec<(Outbound, crate::message::HandlerError)>,
+        nested: bool,
+    ) -> Vec<Result<()>> {
         if self.state().closed {
             return batch
                 .iter()
-                .map(|m| {
-                    Err(Error::new(
-                        ErrorCode::Closed,
-                        format!(
-                            "cannot emit '{}': the messaging service was shut down",
-                            m.topic
-                        ),
-                    ))
-                })
+                .map(|(m, _)| Err(Error::closed(&m.topic)))
                 .collect();
         }
-        self.transport.publish(batch).await
+        let results = self.transport.redeliver(batch, nested).await;
+        self.log.stats().published(&results);
+        results
+    }
+
+    /// Counts `delivered` deliveries made outside the engine, `acked` of them acknowledged (each
+    /// an emit that succeeded).
+    pub fn counted(&self, delivered: usize, acked: usize) {
+        let stats = self.log.stats();
+        stats.delivered(delivered);
+        stats.emitted_ok(acked);
+        for _ in 0..acked {
+            stats.acked();
+        }
+    }
+
+    /// The engine's counters now.
+    pub fn stats(&self) -> stats::Snapshot {
+        self.log.stats().snapshot()
     }
 
     /// Stops consuming, settles or releases what is in flight, and stops the dispatcher.
@@ -169,6 +273,7 @@ impl Engine {
                 return Ok(());
             }
             st.closed = true;
+            self.closing.store(true, Ordering::Release);
             st.dispatcher.take()
         };
         let res = self.transport.close().await;

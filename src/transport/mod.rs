@@ -9,6 +9,8 @@ pub mod file;
 pub mod local;
 pub mod mqtt;
 pub mod redis;
+pub mod rest;
+pub mod support;
 
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::error::Result;
 use crate::log::Logger;
-use crate::message::{DeadLetter, Delivery, Outbound};
+use crate::message::{Delivery, Outbound};
 use crate::policy::RetryPolicy;
 use crate::subscriptions::Subscriptions;
 
@@ -30,6 +32,20 @@ pub struct Guarantee {
     pub dead_letter: String,
     /// One sentence for the startup log.
     pub summary: String,
+}
+
+/// Who redelivers a message whose handler failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redelivery {
+    /// The broker: the engine calls [`crate::message::Settle::retry`] and the transport hands the
+    /// message back (AMQP, Redis Streams, the box file).
+    Broker,
+    /// The engine, in this process: it holds the delivery for the back-off and dispatches it again
+    /// (local, Redis pub/sub, MQTT).
+    InProcess {
+        /// The transport has no dead-letter place: the engine keeps the dead letters in memory.
+        dead_letters_in_memory: bool,
+    },
 }
 
 /// Everything a transport needs to feed the engine once it starts consuming.
@@ -45,6 +61,13 @@ pub struct TransportContext {
     pub max_in_flight: usize,
     /// The engine's logger.
     pub log: Logger,
+    /// The engine's in-memory dead letters (`deadLetters()`); a transport without a dead-letter
+    /// place of its own (REST pull without `deadMsgQueue`) adds to it.
+    pub dead_letters: crate::engine::DeadLetterQueue,
+    /// Deliveries that do not wait for an in-flight permit: messages emitted by a handler of
+    /// the same engine while it runs (local kind), which would otherwise wait on the permit
+    /// their own emitter holds.
+    pub bypass: mpsc::UnboundedSender<Delivery>,
 }
 
 /// One backend (in-process queue, box file, broker protocol).
@@ -59,11 +82,42 @@ pub trait Transport: Send + Sync + 'static {
     /// Publishes a batch; one result per message, in order.
     async fn publish(&self, batch: Vec<Outbound>) -> Vec<Result<()>>;
 
+    /// Publishes a batch emitted by a handler of this engine while it runs. Transports whose
+    /// `publish` waits for the receivers (local kind) deliver it without waiting for a permit.
+    async fn publish_nested(&self, batch: Vec<Outbound>) -> Vec<Result<()>> {
+        self.publish(batch).await
+    }
+
+    /// Takes over messages whose first attempt the caller delivered itself and that failed with
+    /// the given error (the local kind's in-process first attempt): the retry policy decides as
+    /// for a delivery of the engine's own, and each result is that of a published message
+    /// (`Ok` once a later attempt succeeded, the dead letter's error otherwise). Only transports
+    /// whose publish waits for the receivers support it.
+    async fn redeliver(
+        &self,
+        batch: Vec<(Outbound, crate::message::HandlerError)>,
+        nested: bool,
+    ) -> Vec<Result<()>> {
+        let _ = nested;
+        batch
+            .iter()
+            .map(|(m, _)| {
+                Err(crate::error::Error::new(
+                    crate::error::ErrorCode::Internal,
+                    format!(
+                        "cannot redeliver '{}': this transport does not take over failed deliveries",
+                        m.topic
+                    ),
+                ))
+            })
+            .collect()
+    }
+
     /// Stops consuming and releases what is in flight; publishing fails afterwards.
     async fn close(&self) -> Result<()>;
 
-    /// Dead letters kept in memory (only transports without a dead-letter destination keep any).
-    fn dead_letters(&self) -> Vec<DeadLetter> {
-        Vec::new()
+    /// Who redelivers a failed message: the broker (the default) or the engine.
+    fn redelivery(&self) -> Redelivery {
+        Redelivery::Broker
     }
 }

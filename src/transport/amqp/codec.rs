@@ -12,37 +12,7 @@ use serde::de::IgnoredAny;
 
 use super::profile::{InboundMeta, Route};
 
-/// Content type of CloudEvents in structured mode.
-pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
-/// Content type of plain JSON.
-pub const JSON: &str = "application/json";
-
-/// Which of the CloudEvents context attributes the payload has at its top level.
-#[derive(serde::Deserialize, Default)]
-struct CloudEventProbe {
-    #[serde(default, deserialize_with = "present")]
-    id: bool,
-    #[serde(default, deserialize_with = "present")]
-    source: bool,
-    #[serde(default, deserialize_with = "present")]
-    specversion: bool,
-    #[serde(default, deserialize_with = "present")]
-    r#type: bool,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    IgnoredAny::deserialize(d).map(|_| true)
-}
-
-use serde::Deserialize;
-
-/// The content type @sap/cds sends for this payload.
-pub fn content_type(payload: &str) -> &'static str {
-    match serde_json::from_str::<CloudEventProbe>(payload) {
-        Ok(p) if p.id && p.source && p.specversion && p.r#type => CLOUDEVENTS_JSON,
-        _ => JSON,
-    }
-}
+pub use crate::message::{content_type, CLOUDEVENTS_JSON, JSON};
 
 /// A random message id (128 bits, hex).
 pub fn new_message_id() -> String {
@@ -50,12 +20,18 @@ pub fn new_message_id() -> String {
 }
 
 /// Builds the outbound message.
-pub fn outbound(route: &Route, payload: &str, message_id: String, durable: bool) -> Message<Data> {
+pub fn outbound(
+    route: &Route,
+    payload: &str,
+    cloud_event: bool,
+    message_id: String,
+    durable: bool,
+) -> Message<Data> {
     let properties = Properties {
         message_id: Some(MessageId::String(message_id)),
         to: route.to.clone(),
         subject: route.subject.clone(),
-        content_type: Some(content_type(payload).into()),
+        content_type: Some(content_type(cloud_event).into()),
         ..Properties::default()
     };
     Message {
@@ -107,7 +83,7 @@ fn value_text(v: &Value) -> Option<String> {
 }
 
 /// The body bytes: Data sections concatenated, an AMQP string/binary value, else nothing.
-fn body_bytes(body: &Body<Value>) -> Vec<u8> {
+pub(super) fn body_bytes(body: &Body<Value>) -> Vec<u8> {
     match body {
         Body::Data(batch) => {
             let mut out = Vec::new();
@@ -179,22 +155,9 @@ mod tests {
     use crate::transport::amqp::profile::Profile;
 
     #[test]
-    fn content_type_follows_cloudevents_headers_like_sap_cds() {
-        assert_eq!(content_type(r#"{"data":{"a":1}}"#), JSON);
-        assert_eq!(
-            content_type(r#"{"id":"1","source":"/s","specversion":"1.0","type":"t","data":{}}"#),
-            CLOUDEVENTS_JSON
-        );
-        assert_eq!(
-            content_type(r#"{"id":null,"source":"/s","specversion":"1.0","type":"t"}"#),
-            CLOUDEVENTS_JSON
-        );
-        assert_eq!(content_type(r#"{"id":"1","source":"/s","type":"t"}"#), JSON);
-        assert_eq!(
-            content_type(r#"{"data":{"id":1,"source":1,"specversion":1,"type":1}}"#),
-            JSON
-        );
-        assert_eq!(content_type("not json"), JSON);
+    fn content_type_follows_the_cloud_event_flag() {
+        assert_eq!(content_type(false), JSON);
+        assert_eq!(content_type(true), CLOUDEVENTS_JSON);
     }
 
     #[test]
@@ -210,7 +173,7 @@ mod tests {
     fn event_mesh_message_bytes() {
         let route = Profile::EventMesh.route("sap/app/Orders/created").unwrap();
         let payload = r#"{"x-correlation-id":"c1","data":{"ID":1}}"#;
-        let m = outbound(&route, payload, "00ff".into(), true);
+        let m = outbound(&route, payload, false, "00ff".into(), true);
         let bytes =
             serde_amqp::to_vec(&fe2o3_amqp::types::messaging::message::__private::Serializable(m))
                 .unwrap();
@@ -258,7 +221,7 @@ mod tests {
     #[test]
     fn decodes_event_mesh_topics_and_redelivery_hints() {
         let route = Profile::EventMesh.route("a/b").unwrap();
-        let m = outbound(&route, r#"{"data":1}"#, "id-1".into(), true);
+        let m = outbound(&route, r#"{"data":1}"#, false, "id-1".into(), true);
         let m: Message<Body<Value>> = Message {
             header: Some(Header {
                 delivery_count: 2,

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use super::profile::Profile;
 use crate::error::{Error, Result};
+use crate::transport::support::backoff::Backoff;
+use crate::transport::support::url::{percent_decode, redact};
 
 /// SASL mechanism.
 #[derive(Clone, PartialEq, Eq)]
@@ -31,32 +33,9 @@ impl std::fmt::Debug for Sasl {
     }
 }
 
-/// TLS settings (`amqps://`).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Tls {
-    /// Extra trusted CA certificates (PEM). Without it, the system's trust store is used.
-    pub ca: Option<String>,
-    /// Client certificate chain (PEM), for SASL EXTERNAL or mutual TLS.
-    pub cert: Option<String>,
-    /// Client private key (PEM).
-    pub key: Option<String>,
-    /// Verify the broker's certificate and host name (default true).
-    pub verify: bool,
-    /// Name to verify instead of the host (SNI).
-    pub servername: Option<String>,
-}
-
-impl std::fmt::Debug for Tls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls")
-            .field("ca", &self.ca.is_some())
-            .field("cert", &self.cert.is_some())
-            .field("key", &self.key.as_ref().map(|_| "***"))
-            .field("verify", &self.verify)
-            .field("servername", &self.servername)
-            .finish()
-    }
-}
+/// TLS settings of an `amqps://` connection (`tls.ca`, `tls.cert`, `tls.key`, `tls.verify`,
+/// `tls.servername`).
+pub use crate::transport::support::tls::TlsOptions as Tls;
 
 /// Where and how to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +62,8 @@ pub struct ConnSettings {
     pub max_reconnect_delay: Duration,
     /// Use a connection of its own instead of sharing one per binding.
     pub dedicated: bool,
+    /// `Some` for `ws://`/`wss://`: AMQP over a WebSocket gateway (see [`super::ws`]).
+    pub ws: Option<super::ws::WsSettings>,
 }
 
 impl ConnSettings {
@@ -117,7 +98,7 @@ impl ConnSettings {
         let port = parsed
             .port()
             .unwrap_or(if tls.is_some() { 5671 } else { 5672 });
-        let dec = |s: &str| super::profile::percent_decode(s);
+        let dec = |s: &str| percent_decode(s);
         let sasl = if parsed.username().is_empty() {
             Sasl::Anonymous
         } else {
@@ -144,11 +125,23 @@ impl ConnSettings {
             reconnect_delay: Duration::from_millis(200),
             max_reconnect_delay: Duration::from_secs(30),
             dedicated: false,
+            ws: None,
         })
+    }
+
+    /// The reconnect back-off (`reconnectDelay` … `maxReconnectDelay`).
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            min: self.reconnect_delay,
+            max: self.max_reconnect_delay,
+        }
     }
 
     /// `host:port` for log lines (never credentials).
     pub fn endpoint(&self) -> String {
+        if let Some(w) = &self.ws {
+            return crate::transport::support::http::shown_url(&w.url);
+        }
         format!(
             "{}://{}:{}",
             if self.tls.is_some() { "amqps" } else { "amqp" },
@@ -177,22 +170,6 @@ impl ConnSettings {
     }
 }
 
-/// `url` with the password replaced by `***`.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => match (url.find("://"), url.rfind('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-            _ => url.to_string(),
-        },
-    }
-}
-
 /// Queue settings of a consuming service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueConfig {
@@ -206,6 +183,22 @@ pub struct QueueConfig {
     pub dead_letter_exchange: Option<String>,
     /// `x-dead-letter-routing-key` when the queue is created.
     pub dead_letter_routing_key: Option<String>,
+    /// The queue dead letters end up in (RabbitMQ): created with the queue, and where
+    /// `cds-native-messaging dead-letters` looks. Without `dead_letter_exchange` the queue's
+    /// dead letters are routed straight into it (default exchange, routing key = its name).
+    pub dead_letter_queue: Option<String>,
+}
+
+impl QueueConfig {
+    /// The `x-dead-letter-exchange` and `x-dead-letter-routing-key` a created queue gets: as
+    /// configured, else (with a dead-letter queue) the default exchange and the dead-letter
+    /// queue's name.
+    pub fn dead_letter_args(&self) -> (Option<&str>, Option<&str>) {
+        match (&self.dead_letter_exchange, &self.dead_letter_queue) {
+            (None, Some(q)) => (Some(""), Some(q.as_str())),
+            (x, _) => (x.as_deref(), self.dead_letter_routing_key.as_deref()),
+        }
+    }
 }
 
 /// Settings of the AMQP 1.0 transport.
@@ -225,15 +218,61 @@ pub struct AmqpConfig {
     pub send_timeout: Duration,
     /// Mark outbound messages durable (`header.durable`).
     pub durable: bool,
+    /// SAP Event Mesh management API: creates the queue and its subscriptions (see
+    /// [`crate::transport::support::em_management`]).
+    pub management: Option<crate::transport::support::em_management::Management>,
+    /// `false` (SAP Event Mesh multitenancy with `deployForProvider: false`): this app has no
+    /// queue of its own — none is created, bound or consumed; only subscriber tenants get queues
+    /// (on their subscribe, outside this transport). Emits are not affected.
+    pub deploy_for_provider: bool,
 }
 
 impl AmqpConfig {
+    /// The broker profile when none is configured.
+    pub const DEFAULT_PROFILE: &'static str = "rabbitmq";
+    /// The consuming queue when none is configured (the JS layer normally derives one from the
+    /// app's id, as @sap/cds does).
+    pub const DEFAULT_QUEUE: &'static str = "CAP.0000";
+
+    /// The receiver's link credit for an engine that keeps at most `max_in_flight` deliveries in
+    /// its handlers: twice that, so the next batch is already on its way.
+    pub fn prefetch_for(max_in_flight: usize) -> u32 {
+        u32::try_from(max_in_flight.saturating_mul(2)).unwrap_or(u32::MAX)
+    }
+
+    /// The defaults around a connection, a profile and a queue: the queue is provisioned, prefetch
+    /// 200 (2 × the engine's default `maxInFlight`), qos 1, emits wait up to 30 s, messages durable.
+    pub fn new(conn: ConnSettings, profile: Profile, queue: impl Into<String>) -> Self {
+        // RabbitMQ provisioning speaks AMQP 0-9-1 to the broker's port: not through a WS gateway.
+        let provision = conn.ws.is_none();
+        AmqpConfig {
+            conn,
+            profile,
+            queue: QueueConfig {
+                name: queue.into(),
+                provision,
+                queue_type: None,
+                dead_letter_exchange: None,
+                dead_letter_routing_key: None,
+                dead_letter_queue: None,
+            },
+            prefetch: 200,
+            qos: 1,
+            send_timeout: Duration::from_secs(30),
+            durable: true,
+            management: None,
+            deploy_for_provider: true,
+        }
+    }
+
     /// Checks the values; errors carry `INVALID_CONFIG`.
     pub fn validate(&self) -> Result<()> {
         self.profile.validate_queue(&self.queue.name)?;
-        if self.prefetch == 0 {
-            return Err(Error::config("prefetch must be at least 1"));
-        }
+        crate::limits::check(
+            "prefetch",
+            self.prefetch as usize,
+            crate::limits::MAX_PREFETCH,
+        )?;
         if self.qos > 1 {
             return Err(Error::config("qos must be 0 (settled) or 1 (unsettled)"));
         }
@@ -246,9 +285,7 @@ impl AmqpConfig {
             ));
         }
         if let Some(t) = &self.conn.tls {
-            if t.cert.is_some() != t.key.is_some() {
-                return Err(Error::config("tls.cert and tls.key must be given together"));
-            }
+            t.validate("tls.")?;
         }
         if self.conn.idle_timeout < Duration::from_millis(1000) && !self.conn.idle_timeout.is_zero()
         {
@@ -263,18 +300,6 @@ impl AmqpConfig {
         }
         Ok(())
     }
-}
-
-/// Jittered exponential back-off: `base · 2^(n-1)` capped at `max`, times a random factor in
-/// [0.5, 1.0].
-pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let exp = attempt.saturating_sub(1).min(20);
-    let d = base.saturating_mul(1u32 << exp).min(max);
-    let ms = d.as_millis() as u64;
-    if ms == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_millis(ms / 2 + fastrand::u64(0..=ms / 2))
 }
 
 #[cfg(test)]
@@ -318,15 +343,5 @@ mod tests {
             ..Tls::default()
         };
         assert!(!format!("{t:?}").contains("PRIVATE"));
-    }
-
-    #[test]
-    fn backoff_is_jittered_and_capped() {
-        for _ in 0..50 {
-            let d = backoff(Duration::from_millis(100), Duration::from_secs(1), 1);
-            assert!((50..=100).contains(&d.as_millis()), "{d:?}");
-            let d = backoff(Duration::from_millis(100), Duration::from_secs(1), 10);
-            assert!((500..=1000).contains(&d.as_millis()), "{d:?}");
-        }
     }
 }

@@ -1,55 +1,23 @@
 //! TCP/TLS streams and opening AMQP 1.0 connections (SASL PLAIN, ANONYMOUS, EXTERNAL).
 //!
-//! TLS is done here with rustls (ring provider), not by fe2o3-amqp, so that the same stream code
-//! serves the AMQP 0-9-1 provisioning connection and no second crypto stack is built.
-
-use std::sync::Arc;
+//! TLS is done here with rustls (the configuration from [`crate::transport::support::tls`]), not by
+//! fe2o3-amqp, so that the same stream code serves the AMQP 0-9-1 provisioning connection and no
+//! second crypto stack is built.
 
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::Connection;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls;
 
-use super::config::{ConnSettings, Sasl, Tls};
+use super::config::{ConnSettings, Sasl};
+use super::error::{describe, permanent, transient, ConnectError, Failure};
 use crate::error::{Error, ErrorCode, Result};
+use crate::transport::support::tls;
 
 /// A byte stream to the broker (plain TCP or TLS).
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug + 'static> Io for T {}
-
-/// Whether retrying the same connection can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// Network trouble: the broker may come back.
-    Transient,
-    /// Authentication, TLS or configuration: retrying will not help until someone fixes it.
-    Permanent,
-}
-
-/// A connection error with its classification.
-#[derive(Debug)]
-pub struct ConnectError {
-    /// The error (code `CONNECTION_FAILED` or `INVALID_CONFIG`).
-    pub error: Error,
-    /// Transient or permanent.
-    pub kind: Failure,
-}
-
-fn transient(error: Error) -> ConnectError {
-    ConnectError {
-        error,
-        kind: Failure::Transient,
-    }
-}
-
-fn permanent(error: Error) -> ConnectError {
-    ConnectError {
-        error,
-        kind: Failure::Permanent,
-    }
-}
 
 /// Opens a TCP (and, for `amqps://`, TLS) stream to the broker.
 pub async fn stream(s: &ConnSettings) -> Result<Box<dyn Io>, ConnectError> {
@@ -79,15 +47,9 @@ pub async fn stream(s: &ConnSettings) -> Result<Box<dyn Io>, ConnectError> {
     let Some(tls) = &s.tls else {
         return Ok(Box::new(tcp));
     };
-    let connector = tls_connector(tls).map_err(permanent)?;
-    let name = tls.servername.clone().unwrap_or_else(|| s.host.clone());
-    let server_name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|e| {
-        permanent(Error::with_cause(
-            ErrorCode::InvalidConfig,
-            format!("'{name}' is not a valid TLS server name"),
-            e,
-        ))
-    })?;
+    let connector =
+        tokio_rustls::TlsConnector::from(tls::client_config(tls, "tls.").map_err(permanent)?);
+    let server_name = tls.server_name(&s.host).map_err(permanent)?;
     let tls_stream = tokio::time::timeout(s.connect_timeout, connector.connect(server_name, tcp))
         .await
         .map_err(|_| {
@@ -114,131 +76,18 @@ pub async fn stream(s: &ConnSettings) -> Result<Box<dyn Io>, ConnectError> {
     Ok(Box::new(tls_stream))
 }
 
-fn tls_connector(t: &Tls) -> Result<tokio_rustls::TlsConnector> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::with_cause(ErrorCode::Internal, "TLS setup failed", e))?;
-    let builder = if t.verify {
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(ca) = &t.ca {
-            let mut n = 0;
-            for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-                let c = c.map_err(|e| {
-                    Error::with_cause(ErrorCode::InvalidConfig, "tls.ca is not valid PEM", e)
-                })?;
-                roots.add(c).map_err(|e| {
-                    Error::with_cause(
-                        ErrorCode::InvalidConfig,
-                        "tls.ca holds an unusable certificate",
-                        e,
-                    )
-                })?;
-                n += 1;
-            }
-            if n == 0 {
-                return Err(Error::config("tls.ca holds no PEM certificate"));
-            }
-        } else {
-            let found = rustls_native_certs::load_native_certs();
-            for c in found.certs {
-                let _ = roots.add(c);
-            }
-            if roots.is_empty() {
-                return Err(Error::new(
-                    ErrorCode::ConnectionFailed,
-                    "no trusted CA certificates found on this system; give tls.ca",
-                ));
-            }
-        }
-        builder.with_root_certificates(roots)
-    } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-    };
-    let config = match (&t.cert, &t.key) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| {
-                    Error::with_cause(ErrorCode::InvalidConfig, "tls.cert is not valid PEM", e)
-                })?;
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| {
-                Error::with_cause(
-                    ErrorCode::InvalidConfig,
-                    "tls.key is not a valid PEM private key",
-                    e,
-                )
-            })?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
-                Error::with_cause(
-                    ErrorCode::InvalidConfig,
-                    "tls.cert and tls.key do not fit",
-                    e,
-                )
-            })?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
-}
-
-/// Accepts any certificate (`tls.rejectUnauthorized: false`); signatures are still checked.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// Opens an AMQP 1.0 connection (TCP/TLS, SASL, open) within `connect_timeout`.
-pub async fn open(s: &ConnSettings) -> Result<ConnectionHandle<()>, ConnectError> {
+/// Opens an AMQP 1.0 connection (TCP/TLS, SASL, open) within `connect_timeout`; also returns
+/// the broker as its `open` frame names it.
+pub async fn open(
+    s: &ConnSettings,
+) -> Result<(ConnectionHandle<()>, Option<super::broker::Broker>), ConnectError> {
     let ep = s.endpoint();
-    let io = stream(s).await?;
+    let raw = match &s.ws {
+        Some(w) => super::ws::open(s, w).await?,
+        None => stream(s).await?,
+    };
+    let (tap, capture) = super::broker::Tap::new(raw);
+    let io: Box<dyn Io> = Box::new(tap);
     let fut = async {
         let mut io = io;
         let hostname = match &s.vhost {
@@ -267,6 +116,7 @@ pub async fn open(s: &ConnSettings) -> Result<ConnectionHandle<()>, ConnectError
         builder
             .open_with_stream(io)
             .await
+            .map(|h| (h, capture.broker()))
             .map_err(|e| open_error(e, &ep))
     };
     tokio::time::timeout(s.connect_timeout, fut)
@@ -311,28 +161,6 @@ fn open_error(e: fe2o3_amqp::connection::OpenError, ep: &str) -> ConnectError {
             other,
         )),
     }
-}
-
-/// `condition: description` of an AMQP error.
-pub fn describe(e: &fe2o3_amqp::types::definitions::Error) -> String {
-    let cond = condition(&e.condition);
-    match &e.description {
-        Some(d) => format!("{cond}: {d}"),
-        None => cond,
-    }
-}
-
-/// The condition symbol of an AMQP error, e.g. `amqp:not-found`.
-pub fn condition(c: &fe2o3_amqp::types::definitions::ErrorCondition) -> String {
-    use fe2o3_amqp::types::definitions::ErrorCondition as C;
-    let sym: fe2o3_amqp::types::primitives::Symbol = match c {
-        C::AmqpError(a) => a.into(),
-        C::ConnectionError(a) => a.into(),
-        C::SessionError(a) => a.into(),
-        C::LinkError(a) => a.into(),
-        C::Custom(s) => s.clone(),
-    };
-    sym.0
 }
 
 /// SASL EXTERNAL by hand: fe2o3-amqp only allows it when it does TLS itself.

@@ -4,6 +4,7 @@
 //! Pure mapping, no I/O: every profile is unit-tested here, only `rabbitmq` also live.
 
 use crate::error::{Error, Result};
+use crate::transport::support::url::{percent_decode, percent_encode};
 
 /// RabbitMQ's AMQP 1.0 address format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,19 +131,6 @@ pub struct InboundMeta<'a> {
     pub routing_key: Option<&'a str>,
     /// The topic the consuming link was attached for (profiles with one source per topic).
     pub link_topic: Option<&'a str>,
-}
-
-/// RFC 3986 percent-encoding of everything but unreserved characters (RabbitMQ 4.x addresses).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn strip<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -459,26 +447,6 @@ impl Profile {
     }
 }
 
-/// Decodes `%XX` escapes; invalid escapes are kept as they are.
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = |b: u8| (b as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -683,14 +651,5 @@ mod tests {
         assert_eq!(p.retry_outcome(), FailOutcome::Released);
         assert!(Profile::by_name("generic", None, None, None).is_err());
         assert!(Profile::by_name("nope", None, None, None).is_err());
-    }
-
-    #[test]
-    fn percent_coding_round_trips() {
-        for s in ["a b", "x/y", "ä€", "100%", "plain-._~"] {
-            assert_eq!(percent_decode(&percent_encode(s)), s);
-        }
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("%4"), "%4");
     }
 }

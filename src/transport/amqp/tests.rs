@@ -1,4 +1,10 @@
-use super::*;
+use std::sync::Arc;
+
+use super::codec;
+use super::config::{ConnSettings, Sasl};
+use super::connection::SharedConn;
+use super::receiver::{delivery_key, truncate, Attempts, ATTEMPTS_CAPACITY};
+use crate::log::Logger;
 
 #[test]
 fn attempts_are_bounded_and_forgotten() {

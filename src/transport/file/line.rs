@@ -4,7 +4,10 @@
 //! `"\n" + topic + " " + JSON.stringify({data, headers})`.
 //!
 //! While one of our consumers processes a message, its line is rewritten in place as a *claim*:
-//! `~claim/<host>/<pid>.<instance>.<seq>/<attempt>/<topic> <json>`. To @sap/cds's consumers a claim is
+//! `~claim/<host>/<pid>-<start>.<instance>.<seq>/<attempt>/<topic> <json>`, where `<start>` tells
+//! this start of the process apart from an earlier one with the same pid (a restarted container gets
+//! pid 1 again; see [`Owner::start`]). Claims without `-<start>` (written by older versions) parse
+//! with `start` 0. To @sap/cds's consumers a claim is
 //! a message on a topic nobody subscribes to, so they keep it; our consumers skip claims whose owner
 //! is alive and take over the claims of a process that died. That is what makes the box
 //! at-least-once across crashes and exactly-once between healthy processes.
@@ -21,6 +24,10 @@ pub struct Owner {
     pub host: String,
     /// Its process id.
     pub pid: u32,
+    /// Which start of a process with that pid: its start time (clock ticks since boot, from
+    /// `/proc/<pid>/stat`), or a random nonce where that cannot be read; 0 when unknown (a claim
+    /// written by an older version).
+    pub start: u64,
     /// The engine instance inside that process.
     pub instance: u64,
 }
@@ -92,7 +99,11 @@ fn parse_claim(s: &str) -> Option<(Claim, &str)> {
     let attempt = parts.next()?.parse().ok()?;
     let topic = parts.next()?;
     let mut ids = id.split('.');
-    let pid = ids.next()?.parse().ok()?;
+    let first = ids.next()?;
+    let (pid, start) = match first.split_once('-') {
+        Some((pid, start)) => (pid.parse().ok()?, start.parse().ok()?),
+        None => (first.parse().ok()?, 0),
+    };
     let instance = ids.next()?.parse().ok()?;
     let seq = ids.next()?.parse().ok()?;
     if ids.next().is_some() || host.is_empty() || topic.is_empty() {
@@ -103,6 +114,7 @@ fn parse_claim(s: &str) -> Option<(Claim, &str)> {
             owner: Owner {
                 host: host.to_string(),
                 pid,
+                start,
                 instance,
             },
             seq,
@@ -122,10 +134,11 @@ pub fn write_message(out: &mut String, topic: &str, json: &str) {
 
 /// Appends a claimed line to `out`.
 pub fn write_claimed(out: &mut String, claim: &Claim, topic: &str, json: &str) {
+    let o = &claim.owner;
     let _ = write!(
         out,
-        "\n{CLAIM_PREFIX}{}/{}.{}.{}/{}/{topic} {json}",
-        claim.owner.host, claim.owner.pid, claim.owner.instance, claim.seq, claim.attempt
+        "\n{CLAIM_PREFIX}{}/{}-{}.{}.{}/{}/{topic} {json}",
+        o.host, o.pid, o.start, o.instance, claim.seq, claim.attempt
     );
 }
 
@@ -142,6 +155,7 @@ mod tests {
         Owner {
             host: "h1".into(),
             pid: 42,
+            start: 5150,
             instance: 7,
         }
     }
@@ -183,7 +197,7 @@ mod tests {
         };
         let mut out = String::new();
         write_claimed(&mut out, &claim, "a/b.c", r#"{"data":1}"#);
-        assert_eq!(out, "\n~claim/h1/42.7.99/2/a/b.c {\"data\":1}");
+        assert_eq!(out, "\n~claim/h1/42-5150.7.99/2/a/b.c {\"data\":1}");
         assert_eq!(
             parse(&out[1..]),
             Line::Claimed {
@@ -192,6 +206,15 @@ mod tests {
                 json: r#"{"data":1}"#
             }
         );
+    }
+
+    #[test]
+    fn a_claim_of_an_older_version_has_start_zero() {
+        let Line::Claimed { claim, topic, .. } = parse(r#"~claim/h1/42.7.99/2/t {"a":1}"#) else {
+            panic!("not a claim");
+        };
+        assert_eq!((claim.owner.pid, claim.owner.start, claim.seq), (42, 0, 99));
+        assert_eq!(topic, "t");
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - **Malformed lines** go to `<box>.malformed` with a warning, never deleted.
 //! - **Close**: waits up to 2 s for in-flight deliveries, then gives unsettled claims back to the box.
 
+pub mod identity;
+pub mod inspect;
 pub mod line;
 pub mod lock;
 pub mod store;
@@ -37,6 +39,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
 use crate::message::{Delivery, HandlerError, Inbound, Outbound, Settle};
 use crate::policy::RetryPolicy;
+use crate::transport::support::backoff::{should_log, Backoff};
 use crate::transport::{Guarantee, Transport, TransportContext};
 
 /// Settings of the file box.
@@ -186,7 +189,7 @@ impl FileTransport {
         let store = BoxStore {
             lock: BoxLock::new(
                 &config.path,
-                lock::host_name(),
+                crate::transport::support::host::host_name(),
                 LockSettings {
                     timeout: config.lock_timeout,
                     stale_after: config.stale_lock_after,
@@ -215,13 +218,6 @@ impl FileTransport {
     fn consumer(&self) -> std::sync::MutexGuard<'_, Option<Consumer>> {
         crate::sync::lock(&self.consumer)
     }
-}
-
-fn closed_error(topic: &str) -> Error {
-    Error::new(
-        ErrorCode::Closed,
-        format!("cannot emit '{topic}': the messaging service was shut down"),
-    )
 }
 
 #[async_trait]
@@ -260,8 +256,9 @@ impl Transport for FileTransport {
             shared: self.shared.clone(),
             ctx,
             me: Owner {
-                host: lock::host_name(),
+                host: crate::transport::support::host::host_name(),
                 pid: std::process::id(),
+                start: identity::own_start(),
                 instance: self.instance,
             },
             wake,
@@ -285,7 +282,7 @@ impl Transport for FileTransport {
             let mut w = self.shared.writes();
             for (i, m) in batch.iter().enumerate() {
                 if self.shared.closed.load(Ordering::Acquire) {
-                    results.push(Some(Err(closed_error(&m.topic))));
+                    results.push(Some(Err(Error::closed(&m.topic))));
                     continue;
                 }
                 if !line::valid_topic(&m.topic) || m.topic.starts_with(line::CLAIM_PREFIX) {
@@ -376,6 +373,10 @@ fn watch_box(path: &Path, wake: Arc<Notify>, log: &Logger) -> Option<notify::Rec
     let name = path.file_name()?.to_os_string();
     let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
+            // Reads (ours included) change nothing; waking on them made a failing cycle spin.
+            if matches!(ev.kind, notify::EventKind::Access(_)) {
+                return;
+            }
             if ev.paths.iter().any(|p| p.file_name() == Some(&name)) {
                 wake.notify_one();
             }
@@ -412,6 +413,13 @@ struct ConsumerLoop {
 
 type Op = (u64, SettleOp);
 
+/// How long to wait before the next cycle after failed ones in a row (`CYCLE_BACKOFF.delay(n)`):
+/// 50 ms, doubling, at most 5 s, with the one jitter law of `support::backoff`.
+const CYCLE_BACKOFF: Backoff = Backoff {
+    min: Duration::from_millis(50),
+    max: Duration::from_secs(5),
+};
+
 /// How long `close` waits for deliveries in flight before giving them back to the box.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// A full cycle runs at least this often even when the box looks unchanged (to take over the
@@ -431,6 +439,7 @@ impl ConsumerLoop {
         let mut saturated = false;
         let mut last_full = Instant::now();
         let mut failures = 0u32;
+        let mut retry_at: Option<Instant> = None;
         let mut drain_deadline: Option<Instant> = None;
 
         loop {
@@ -470,12 +479,14 @@ impl ConsumerLoop {
                 && !saturated
                 && last_full.elapsed() < FORCED_CYCLE;
             let idle = snapshot.is_empty() && ops.is_empty();
-            if !(idle || (unchanged && ops.is_empty())) {
+            let backing_off = retry_at.is_some_and(|t| Instant::now() < t);
+            if !(backing_off || idle || (unchanged && ops.is_empty())) {
                 let sent_ops = std::mem::take(&mut ops);
                 let want_now = if snapshot.is_empty() { 0 } else { want };
                 match self.cycle(&mut next_seq, sent_ops.clone(), want_now).await {
                     Ok(result) => {
                         failures = 0;
+                        retry_at = None;
                         last_full = Instant::now();
                         last_stamp = result.stamp;
                         saturated = want_now > 0 && result.claimed.len() >= want_now;
@@ -497,7 +508,8 @@ impl ConsumerLoop {
                             ops.entry(seq).or_insert(op);
                         }
                         failures += 1;
-                        if failures == 1 || failures.is_power_of_two() {
+                        retry_at = Some(Instant::now() + CYCLE_BACKOFF.delay(failures));
+                        if should_log(failures) {
                             self.shared.log.error(&format!(
                                 "cannot read box {} ({}); retrying",
                                 self.shared.store.path.display(),
@@ -508,6 +520,14 @@ impl ConsumerLoop {
                 }
             }
 
+            if let Some(at) = retry_at.filter(|&t| Instant::now() < t) {
+                // After a failed cycle, wait out the back-off: wake-ups would only fail again.
+                tokio::select! {
+                    _ = self.stop.notified() => {}
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                }
+                continue;
+            }
             tokio::select! {
                 _ = self.stop.notified() => {}
                 _ = self.wake.notified() => {}

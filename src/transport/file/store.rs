@@ -5,11 +5,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
+use super::identity::same_process_alive;
 use super::line::{self, Claim, Line, Owner};
-use super::lock::{io_err, process_alive, BoxLock};
+use super::lock::{io_err, BoxLock};
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
 use crate::subscriptions::TopicSet;
+use crate::transport::support::memory;
 
 /// What to do with one of our claimed lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,15 +134,20 @@ impl BoxStore {
     pub fn append(&self, text: &str, log: &Logger) -> Result<()> {
         let _guard = self.lock.acquire(log)?;
         self.ensure_exists()?;
-        append_to(&self.path, text, self.fsync)
+        append_to(&self.path, text.as_bytes(), self.fsync)
     }
 
     /// Settles our claims and claims new messages, in one pass under the lock.
+    ///
+    /// The box is streamed, never held whole: it is read line by line, and its new content is
+    /// written to a temporary file as the lines are judged, from the first line that changes on (the
+    /// unchanged lines before it are copied from the box then). So a cycle holds its batch, not the
+    /// box. A cycle that changes nothing writes nothing: the box keeps its inode and stamp.
     pub fn cycle(&self, input: CycleInput<'_>, log: &Logger) -> Result<CycleResult> {
+        use std::os::unix::fs::MetadataExt;
         let _guard = self.lock.acquire(log)?;
-        let read_ino = Stamp::of(&self.path).map(|s| s.ino);
-        let content = match fs::read_to_string(&self.path) {
-            Ok(c) => c,
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 self.ensure_exists()?;
                 return Ok(CycleResult {
@@ -149,170 +156,130 @@ impl BoxStore {
                     ..Default::default()
                 });
             }
-            Err(e) if e.kind() == ErrorKind::InvalidData => {
-                return Err(io_err(
-                    "box file is not UTF-8 text; move it aside",
-                    &self.path,
-                    e,
-                ))
-            }
             Err(e) => return Err(io_err("cannot read box file", &self.path, e)),
         };
+        let read_ino = file
+            .metadata()
+            .map_err(|e| io_err("cannot read box file", &self.path, e))?
+            .ino();
+        let mut tmp = self.path.as_os_str().to_owned();
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        let mut rewrite = Rewrite {
+            src: &file,
+            tmp: PathBuf::from(tmp),
+            out: None,
+            created: false,
+        };
+        let result = self.stream(&file, read_ino, &mut rewrite, input, log);
+        if result.is_err() && rewrite.created {
+            let _ = fs::remove_file(&rewrite.tmp);
+        }
+        let mut result = result?;
+        result.stamp = Stamp::of(&self.path);
+        Ok(result)
+    }
 
+    /// The cycle's pass over the box (`file`, opened as inode `read_ino`) and the replacement of
+    /// its content when something changed.
+    fn stream(
+        &self,
+        file: &File,
+        read_ino: u64,
+        rewrite: &mut Rewrite<'_>,
+        input: CycleInput<'_>,
+        log: &Logger,
+    ) -> Result<CycleResult> {
+        use std::io::BufRead;
         let CycleInput {
             me,
             live_instances,
             next_seq,
             subscriptions,
             want,
-            mut settle,
+            settle,
             max_attempts,
         } = input;
-        let mut out = String::with_capacity(content.len() + want * 48);
-        let mut dead = String::new();
-        let mut malformed = String::new();
-        let mut result = CycleResult::default();
-        let mut changed = false;
-
-        for raw in content.split('\n') {
-            match line::parse(raw) {
-                Line::Blank => changed |= !raw.is_empty(),
-                Line::Malformed(text) => {
-                    log.warn(&format!(
-                        "moved a malformed line of box {} to {}: {}",
-                        self.path.display(),
-                        self.malformed_path.display(),
-                        preview(text)
-                    ));
-                    malformed.push('\n');
-                    malformed.push_str(text);
-                    changed = true;
-                }
-                Line::Message { topic, json } => {
-                    if result.claimed.len() < want && subscriptions.matches(topic) {
-                        if serde_json::from_str::<serde::de::IgnoredAny>(json).is_err() {
-                            log.warn(&format!(
-                                "moved a message on topic '{topic}' with invalid JSON from box {} to {}: {}",
-                                self.path.display(),
-                                self.malformed_path.display(),
-                                preview(json)
-                            ));
-                            malformed.push('\n');
-                            malformed.push_str(raw.trim_start());
-                            changed = true;
-                            continue;
-                        }
-                        *next_seq += 1;
-                        let claim = Claim {
-                            owner: me.clone(),
-                            seq: *next_seq,
-                            attempt: 1,
-                        };
-                        line::write_claimed(&mut out, &claim, topic, json);
-                        result.claimed.push(Claimed {
-                            seq: claim.seq,
-                            topic: topic.to_string(),
-                            json: json.to_string(),
-                            attempt: 1,
-                        });
-                        changed = true;
-                    } else {
-                        out.push('\n');
-                        out.push_str(raw);
-                    }
-                }
-                Line::Claimed { claim, topic, json } => {
-                    if claim.owner == *me {
-                        match settle.remove(&claim.seq) {
-                            None => {
-                                out.push('\n');
-                                out.push_str(raw);
-                            }
-                            Some(SettleOp::Ack) => changed = true,
-                            Some(SettleOp::DeadLetter) => {
-                                line::write_message(&mut dead, topic, json);
-                                changed = true;
-                            }
-                            Some(SettleOp::Retry { attempt }) => {
-                                let claim = Claim { attempt, ..claim };
-                                line::write_claimed(&mut out, &claim, topic, json);
-                                changed = true;
-                            }
-                            Some(SettleOp::Release) => {
-                                line::write_message(&mut out, topic, json);
-                                changed = true;
-                            }
-                        }
-                    } else if owner_gone(&claim.owner, me, live_instances) {
-                        let attempt = claim.attempt.saturating_add(1);
-                        if subscriptions.matches(topic) && result.claimed.len() >= want {
-                            // Ours, but no capacity now: leave the claim (and its attempt count)
-                            // for a later cycle.
-                            out.push('\n');
-                            out.push_str(raw);
-                            continue;
-                        }
-                        changed = true;
-                        if !subscriptions.matches(topic) {
-                            // Not ours to process: give it back to whoever subscribes.
-                            line::write_message(&mut out, topic, json);
-                        } else if attempt > max_attempts {
-                            log.error(&format!(
-                                "message on topic '{topic}' was being processed by a process that ended ({} times); moved to the dead-letter box {}",
-                                claim.attempt,
-                                self.dead_letter_path.display()
-                            ));
-                            line::write_message(&mut dead, topic, json);
-                        } else {
-                            log.warn(&format!(
-                                "taking over message on topic '{topic}' from process {} on {} which ended before acknowledging it (attempt {attempt})",
-                                claim.owner.pid, claim.owner.host
-                            ));
-                            *next_seq += 1;
-                            let mine = Claim {
-                                owner: me.clone(),
-                                seq: *next_seq,
-                                attempt,
-                            };
-                            line::write_claimed(&mut out, &mine, topic, json);
-                            result.claimed.push(Claimed {
-                                seq: mine.seq,
-                                topic: topic.to_string(),
-                                json: json.to_string(),
-                                attempt,
-                            });
-                        }
-                    } else {
-                        out.push('\n');
-                        out.push_str(raw);
-                    }
-                }
+        let mut pass = Pass {
+            store: self,
+            log,
+            me,
+            live_instances,
+            next_seq,
+            subscriptions,
+            want,
+            settle,
+            max_attempts,
+            claimed: Vec::new(),
+            dead: SideFile::new(&self.dead_letter_path),
+            malformed: SideFile::new(&self.malformed_path),
+            text: String::new(),
+        };
+        let rewrite_err = |e| io_err("cannot rewrite box file", &self.path, e);
+        let mut reader = std::io::BufReader::with_capacity(STREAM_BUFFER, file);
+        let mut raw = Vec::new();
+        let mut read_len: u64 = 0;
+        loop {
+            raw.clear();
+            let n = reader
+                .read_until(b'\n', &mut raw)
+                .map_err(|e| io_err("cannot read box file", &self.path, e))?;
+            if n == 0 {
+                break;
             }
+            let at = read_len;
+            read_len += n as u64;
+            let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
+            pass.text.clear();
+            match pass.line(line)? {
+                Verdict::Keep => rewrite.keep(line),
+                Verdict::Change => rewrite.change(at, pass.text.as_bytes()),
+            }
+            .map_err(rewrite_err)?;
         }
-        result.missing = settle.into_keys().collect();
+        drop(reader);
+        // A line as long as a big box (one huge message) still passed through one buffer.
+        let trim = raw.capacity() >= memory::TRIM_AFTER_BYTES;
+        drop(raw);
+        if trim {
+            memory::release_free_memory();
+        }
 
-        // Side files first: a crash between the two leaves a duplicate, never a loss.
-        if !dead.is_empty() {
-            append_to(&self.dead_letter_path, &dead, true)?;
+        let Pass {
+            settle,
+            claimed,
+            mut dead,
+            mut malformed,
+            ..
+        } = pass;
+        // Side files first: a crash between them and the box leaves a duplicate, never a loss.
+        dead.finish()?;
+        malformed.finish()?;
+        if let Some(out) = rewrite.out.take() {
+            self.replace(file, out, &rewrite.tmp, read_len, read_ino)?;
         }
-        if !malformed.is_empty() {
-            append_to(&self.malformed_path, &malformed, true)?;
-        }
-        if changed {
-            self.replace(out, content.len() as u64, read_ino)?;
-        }
-        result.stamp = Stamp::of(&self.path);
-        Ok(result)
+        Ok(CycleResult {
+            claimed,
+            missing: settle.into_keys().collect(),
+            stamp: None,
+        })
     }
 
-    /// Replaces the box's content atomically (temp file + rename).
+    /// Puts the new content (`out`, the temporary file `tmp`) in place of the box atomically
+    /// (rename).
     ///
-    /// @sap/cds's emitter appends even when it gave up waiting for the lock. Lines appended since we
-    /// read the box (`read_len` bytes) are carried over into the new content; if the box was
-    /// rewritten meanwhile (another inode, or shorter), nothing is written and the cycle fails, to
-    /// be retried.
-    fn replace(&self, mut content: String, read_len: u64, read_ino: Option<u64>) -> Result<()> {
-        use std::io::{Read, Seek, SeekFrom};
+    /// @sap/cds's emitter appends even when it gave up waiting for the lock. Lines appended to the
+    /// box (`file`) since we read its `read_len` bytes are carried over into the new content; if the
+    /// box was rewritten meanwhile (another inode, or shorter), nothing is put in place and the
+    /// cycle fails, to be retried.
+    fn replace(
+        &self,
+        file: &File,
+        mut out: std::io::BufWriter<File>,
+        tmp: &Path,
+        read_len: u64,
+        read_ino: u64,
+    ) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
         use std::os::unix::fs::MetadataExt;
         let conflict = || {
             Error::new(
@@ -323,50 +290,334 @@ impl BoxStore {
                 ),
             )
         };
-        let mut old = match File::open(&self.path) {
-            Ok(f) => f,
+        #[cfg(test)]
+        tests::replace_hook(tests::ReplaceStage::Start);
+        let meta = match fs::metadata(&self.path) {
+            Ok(m) => m,
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(conflict()),
             Err(e) => return Err(io_err("cannot read box file", &self.path, e)),
         };
-        let meta = old
-            .metadata()
-            .map_err(|e| io_err("cannot read box file", &self.path, e))?;
-        if Some(meta.ino()) != read_ino || meta.len() < read_len {
+        if meta.ino() != read_ino || meta.len() < read_len {
             return Err(conflict());
         }
-        let mut accounted = read_len;
-        let read_tail = |f: &mut File, from: u64| -> Result<String> {
-            let mut tail = String::new();
-            f.seek(SeekFrom::Start(from))
-                .and_then(|_| f.read_to_string(&mut tail))
-                .map_err(|e| io_err("cannot read box file", &self.path, e))?;
-            Ok(tail)
-        };
-        if meta.len() > read_len {
-            let tail = read_tail(&mut old, read_len)?;
-            accounted += tail.len() as u64;
-            content.push_str(&tail);
-        }
-        let mut tmp = self.path.as_os_str().to_owned();
-        tmp.push(format!(".{}.tmp", std::process::id()));
-        let tmp = PathBuf::from(tmp);
+        let read_err = |e| io_err("cannot read box file", &self.path, e);
+        let mut old = file;
+        old.seek(SeekFrom::Start(read_len)).map_err(read_err)?;
+        let tail = std::io::copy(&mut old, &mut out)
+            .map_err(|e| io_err("cannot rewrite box file", &self.path, e))?;
+        let accounted = read_len + tail;
         let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(content.as_bytes())?;
+            let f = out.into_inner().map_err(|e| e.into_error())?;
             if self.fsync {
                 f.sync_data()?;
             }
-            fs::rename(&tmp, &self.path)
+            drop(f);
+            fs::rename(tmp, &self.path)
         };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io_err("cannot rewrite box file", &self.path, e)
-        })?;
+        write().map_err(|e| io_err("cannot rewrite box file", &self.path, e))?;
+        #[cfg(test)]
+        tests::replace_hook(tests::ReplaceStage::Renamed);
         // Appends that reached the old file after we looked (a writer that opened it before the
         // rename) are carried over to the new one.
-        let late = read_tail(&mut old, accounted)?;
-        if !late.is_empty() {
-            append_to(&self.path, &late, self.fsync)?;
+        let old_len = file.metadata().map_err(read_err)?.len();
+        if old_len > accounted {
+            old.seek(SeekFrom::Start(accounted)).map_err(read_err)?;
+            let mut f = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&self.path)
+                .map_err(|e| io_err("cannot open for appending", &self.path, e))?;
+            std::io::copy(&mut old, &mut f)
+                .map_err(|e| io_err("cannot append to", &self.path, e))?;
+            if self.fsync {
+                f.sync_data()
+                    .map_err(|e| io_err("cannot flush to disk", &self.path, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read and write buffers of a cycle's streaming.
+const STREAM_BUFFER: usize = 64 * 1024;
+
+/// What becomes of one line of the box.
+enum Verdict {
+    /// It stays as it is.
+    Keep,
+    /// It is replaced by [`Pass::text`] (removed when that is empty).
+    Change,
+}
+
+/// The state of one cycle's pass over the box.
+struct Pass<'a> {
+    store: &'a BoxStore,
+    log: &'a Logger,
+    me: &'a Owner,
+    live_instances: &'a dyn Fn(u64) -> bool,
+    next_seq: &'a mut u64,
+    subscriptions: &'a TopicSet,
+    want: usize,
+    settle: HashMap<u64, SettleOp>,
+    max_attempts: u32,
+    claimed: Vec<Claimed>,
+    dead: SideFile<'a>,
+    malformed: SideFile<'a>,
+    /// The new text of a changed line (with its leading `"\n"`).
+    text: String,
+}
+
+impl Pass<'_> {
+    /// Judges one line of the box (without its `"\n"`): settles it, claims it, takes it over or
+    /// moves it aside.
+    fn line(&mut self, raw: &[u8]) -> Result<Verdict> {
+        let store = self.store;
+        let raw = match std::str::from_utf8(raw) {
+            Ok(raw) => raw,
+            Err(_) => {
+                // Not text (@sap/cds would not match it either): move it aside, keep going.
+                self.log.warn(&format!(
+                    "moved a line that is not UTF-8 text from box {} to {}: {}",
+                    store.path.display(),
+                    store.malformed_path.display(),
+                    preview(&String::from_utf8_lossy(raw))
+                ));
+                self.malformed.push(&[b"\n", raw])?;
+                return Ok(Verdict::Change);
+            }
+        };
+        let verdict = match line::parse(raw) {
+            Line::Blank if raw.is_empty() => Verdict::Keep,
+            Line::Blank => Verdict::Change,
+            Line::Malformed(text) => {
+                self.log.warn(&format!(
+                    "moved a malformed line of box {} to {}: {}",
+                    store.path.display(),
+                    store.malformed_path.display(),
+                    preview(text)
+                ));
+                self.malformed.push(&[b"\n", text.as_bytes()])?;
+                Verdict::Change
+            }
+            Line::Message { topic, json } => {
+                if self.claimed.len() < self.want && self.subscriptions.matches(topic) {
+                    if serde_json::from_str::<serde::de::IgnoredAny>(json).is_err() {
+                        self.log.warn(&format!(
+                            "moved a message on topic '{topic}' with invalid JSON from box {} to {}: {}",
+                            store.path.display(),
+                            store.malformed_path.display(),
+                            preview(json)
+                        ));
+                        self.malformed.push(&[b"\n", raw.trim_start().as_bytes()])?;
+                        return Ok(Verdict::Change);
+                    }
+                    *self.next_seq += 1;
+                    let claim = Claim {
+                        owner: self.me.clone(),
+                        seq: *self.next_seq,
+                        attempt: 1,
+                    };
+                    line::write_claimed(&mut self.text, &claim, topic, json);
+                    self.claimed.push(Claimed {
+                        seq: claim.seq,
+                        topic: topic.to_string(),
+                        json: json.to_string(),
+                        attempt: 1,
+                    });
+                    Verdict::Change
+                } else {
+                    Verdict::Keep
+                }
+            }
+            Line::Claimed { claim, topic, json } => {
+                if claim.owner == *self.me {
+                    match self.settle.remove(&claim.seq) {
+                        None => Verdict::Keep,
+                        Some(SettleOp::Ack) => Verdict::Change,
+                        Some(SettleOp::DeadLetter) => {
+                            self.dead_letter(topic, json)?;
+                            Verdict::Change
+                        }
+                        Some(SettleOp::Retry { attempt }) => {
+                            let claim = Claim { attempt, ..claim };
+                            line::write_claimed(&mut self.text, &claim, topic, json);
+                            Verdict::Change
+                        }
+                        Some(SettleOp::Release) => {
+                            line::write_message(&mut self.text, topic, json);
+                            Verdict::Change
+                        }
+                    }
+                } else if owner_gone(&claim.owner, self.me, self.live_instances) {
+                    let attempt = claim.attempt.saturating_add(1);
+                    if !self.subscriptions.matches(topic) {
+                        // Not ours to process: give it back to whoever subscribes.
+                        line::write_message(&mut self.text, topic, json);
+                        Verdict::Change
+                    } else if self.claimed.len() >= self.want {
+                        // Ours, but no capacity now: leave the claim (and its attempt count)
+                        // for a later cycle.
+                        Verdict::Keep
+                    } else if attempt > self.max_attempts {
+                        self.log.error(&format!(
+                            "message on topic '{topic}' was being processed by a process that ended ({} times); moved to the dead-letter box {}",
+                            claim.attempt,
+                            store.dead_letter_path.display()
+                        ));
+                        self.dead_letter(topic, json)?;
+                        Verdict::Change
+                    } else {
+                        self.log.warn(&format!(
+                            "taking over message on topic '{topic}' from process {} on {} which ended before acknowledging it (attempt {attempt})",
+                            claim.owner.pid, claim.owner.host
+                        ));
+                        *self.next_seq += 1;
+                        let mine = Claim {
+                            owner: self.me.clone(),
+                            seq: *self.next_seq,
+                            attempt,
+                        };
+                        line::write_claimed(&mut self.text, &mine, topic, json);
+                        self.claimed.push(Claimed {
+                            seq: mine.seq,
+                            topic: topic.to_string(),
+                            json: json.to_string(),
+                            attempt,
+                        });
+                        Verdict::Change
+                    }
+                } else {
+                    Verdict::Keep
+                }
+            }
+        };
+        Ok(verdict)
+    }
+
+    /// Queues a message for the dead-letter box (in the box's line form).
+    fn dead_letter(&mut self, topic: &str, json: &str) -> Result<()> {
+        line::write_message(&mut self.text, topic, json);
+        let r = self.dead.push(&[self.text.as_bytes()]);
+        self.text.clear();
+        r
+    }
+}
+
+/// The new content of the box, written to a temporary file from the first line that changes on.
+struct Rewrite<'a> {
+    /// The box as it is read.
+    src: &'a File,
+    /// The temporary file that replaces it.
+    tmp: PathBuf,
+    /// The temporary file, once a line changed.
+    out: Option<std::io::BufWriter<File>>,
+    /// Whether the temporary file was created (to remove it when the cycle fails).
+    created: bool,
+}
+
+impl Rewrite<'_> {
+    /// An unchanged line: written as `"\n" + raw` (an empty one not at all) once the box is
+    /// rewritten.
+    fn keep(&mut self, raw: &[u8]) -> std::io::Result<()> {
+        if let Some(out) = &mut self.out {
+            if !raw.is_empty() {
+                out.write_all(b"\n")?;
+                out.write_all(raw)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The line at byte `at` of the box changes to `text`. On the first change the temporary file
+    /// is created, and the unchanged lines before `at` are copied into it first.
+    fn change(&mut self, at: u64, text: &[u8]) -> std::io::Result<()> {
+        let out = match &mut self.out {
+            Some(out) => out,
+            None => {
+                let file = File::create(&self.tmp)?;
+                self.created = true;
+                let mut out = std::io::BufWriter::with_capacity(STREAM_BUFFER, file);
+                copy_kept_lines(self.src, at, &mut out)?;
+                self.out.insert(out)
+            }
+        };
+        out.write_all(text)
+    }
+}
+
+/// Copies the first `len` bytes of `src`, lines that were all kept, in the form [`Rewrite::keep`]
+/// writes them: each non-empty line as `"\n" + line`, empty lines left out.
+fn copy_kept_lines(src: &File, len: u64, out: &mut impl Write) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; STREAM_BUFFER];
+    let mut pos = 0;
+    // At the start of a line: a "\n" is due before its first byte.
+    let mut line_start = true;
+    while pos < len {
+        let want = usize::try_from(len - pos).map_or(buf.len(), |n| n.min(buf.len()));
+        let n = src.read_at(&mut buf[..want], pos)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "box file became shorter while it was read",
+            ));
+        }
+        pos += n as u64;
+        for piece in buf[..n].split_inclusive(|&b| b == b'\n') {
+            let (bytes, ends) = match piece.strip_suffix(b"\n") {
+                Some(bytes) => (bytes, true),
+                None => (piece, false),
+            };
+            if !bytes.is_empty() {
+                if line_start {
+                    out.write_all(b"\n")?;
+                }
+                out.write_all(bytes)?;
+                line_start = false;
+            }
+            if ends {
+                line_start = true;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Lines bound for a side file (dead letters, malformed lines), appended in chunks as they come
+/// and made durable by [`SideFile::finish`].
+struct SideFile<'a> {
+    path: &'a Path,
+    pending: Vec<u8>,
+    appended: bool,
+}
+
+impl<'a> SideFile<'a> {
+    fn new(path: &'a Path) -> Self {
+        SideFile {
+            path,
+            pending: Vec::new(),
+            appended: false,
+        }
+    }
+
+    /// Queues the concatenation of `parts`.
+    fn push(&mut self, parts: &[&[u8]]) -> Result<()> {
+        for part in parts {
+            self.pending.extend_from_slice(part);
+        }
+        if self.pending.len() >= STREAM_BUFFER {
+            append_to(self.path, &self.pending, false)?;
+            self.pending.clear();
+            self.appended = true;
+        }
+        Ok(())
+    }
+
+    /// Appends what is queued and flushes the file to disk, if anything was pushed.
+    fn finish(&mut self) -> Result<()> {
+        if self.appended || !self.pending.is_empty() {
+            append_to(self.path, &self.pending, true)?;
+            self.pending.clear();
         }
         Ok(())
     }
@@ -377,18 +628,22 @@ fn owner_gone(owner: &Owner, me: &Owner, live_instances: &dyn Fn(u64) -> bool) -
         return false; // another machine's process: we cannot tell, so it keeps its claim
     }
     if owner.pid == me.pid {
-        return !live_instances(owner.instance);
+        if owner.start == me.start {
+            return !live_instances(owner.instance);
+        }
+        // Our pid, another start: a predecessor (e.g. before a container restart) that ended.
+        return true;
     }
-    !process_alive(owner.pid)
+    !same_process_alive(owner.pid, owner.start)
 }
 
-fn append_to(path: &Path, text: &str, fsync: bool) -> Result<()> {
+fn append_to(path: &Path, text: &[u8], fsync: bool) -> Result<()> {
     let mut f = OpenOptions::new()
         .append(true)
         .create(true)
         .open(path)
         .map_err(|e| io_err("cannot open for appending", path, e))?;
-    f.write_all(text.as_bytes())
+    f.write_all(text)
         .map_err(|e| io_err("cannot append to", path, e))?;
     if fsync {
         f.sync_data()

@@ -37,10 +37,7 @@ fn topics(list: &[&str]) -> TopicSet {
 }
 
 fn msg(topic: &str, payload: &str) -> Outbound {
-    Outbound {
-        topic: topic.into(),
-        payload: payload.into(),
-    }
+    Outbound::new(topic, payload)
 }
 
 fn lock_vec<T: Clone>(m: &Mutex<Vec<T>>) -> Vec<T> {
@@ -230,10 +227,18 @@ async fn competing_consumers_share_the_work_without_duplicates() {
             r.unwrap();
         }
     }
-    eventually("all work to be done", || {
-        h1.seen().len() + h2.seen().len() >= N && read_box(&file.path).is_empty()
-    })
-    .await;
+    let t0 = Instant::now();
+    let done = || h1.seen().len() + h2.seen().len() >= N && read_box(&file.path).is_empty();
+    while !done() && t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!(
+        "competing consumers: {} + {} handled after {} ms",
+        h1.seen().len(),
+        h2.seen().len(),
+        t0.elapsed().as_millis()
+    );
+    assert!(done(), "timed out waiting for all work to be done");
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let mut counts = vec![0usize; N];
@@ -400,8 +405,9 @@ async fn a_claim_left_by_a_crashed_process_is_redelivered() {
         &mut text,
         &line::Claim {
             owner: Owner {
-                host: lock::host_name(),
+                host: crate::transport::support::host::host_name(),
                 pid: DEAD_PID,
+                start: 0,
                 instance: 1,
             },
             seq: 12,

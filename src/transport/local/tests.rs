@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 
 use crate::config::{EngineConfig, TransportConfig};
 use crate::engine::{Engine, Handler};
@@ -64,10 +65,7 @@ fn topics(list: &[&str]) -> TopicSet {
 }
 
 fn msg(topic: &str, payload: &str) -> Outbound {
-    Outbound {
-        topic: topic.into(),
-        payload: payload.into(),
-    }
+    Outbound::new(topic, payload)
 }
 
 /// Publishes one message and returns its result, failing the test if it takes too long.
@@ -262,4 +260,44 @@ async fn an_emit_waiting_for_redelivery_settles_when_the_engine_closes() {
     // The redelivery never reaches the handler of a closed engine.
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(handler.seen().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_attempt_failed_outside_the_engine_continues_as_attempt_two_then_dead_letters() {
+    let engine = Engine::new(config(3), None).unwrap();
+    // attempt 2 fails, attempt 3 fails: dead letter after 3 attempts in all
+    let handler = Recorder::new(|_: &Inbound, _| failed("still failing"));
+    engine.listen(handler.clone()).await.unwrap();
+    engine.subscribe(topics(&["x"])).unwrap();
+    let results = tokio::time::timeout(
+        Duration::from_secs(5),
+        engine.redeliver(vec![(msg("x", "{}"), HandlerError::new("first"))], false),
+    )
+    .await
+    .expect("redeliver did not settle in time");
+    let err = results.into_iter().next().unwrap().unwrap_err();
+    assert!(err.message.contains("failed 3 time(s)"), "{}", err.message);
+    let attempts: Vec<u32> = handler.seen().iter().map(|m| m.attempt).collect();
+    assert_eq!(attempts, vec![2, 3]);
+    let dead = engine.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message.attempt, 3);
+    let s = engine.stats();
+    assert_eq!((s.redelivered, s.dead_lettered, s.emit_failures), (2, 1, 1));
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unrecoverable_first_attempt_outside_the_engine_is_dead_lettered_at_once() {
+    let engine = Engine::new(config(3), None).unwrap();
+    let handler = Recorder::new(|_: &Inbound, _| Outcome::Ack);
+    engine.listen(handler.clone()).await.unwrap();
+    engine.subscribe(topics(&["x"])).unwrap();
+    let mut fatal = HandlerError::new("never");
+    fatal.unrecoverable = true;
+    let results = engine.redeliver(vec![(msg("x", "{}"), fatal)], true).await;
+    assert!(results[0].is_err());
+    assert!(handler.seen().is_empty());
+    assert_eq!(engine.dead_letters()[0].message.attempt, 1);
+    engine.close().await.unwrap();
 }

@@ -2,6 +2,7 @@
 //! printed without credentials.
 
 use crate::error::{Error, Result};
+use crate::transport::support::url::{percent_decode, redact};
 
 /// How the client reaches the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,8 +124,8 @@ impl Endpoint {
         let (username, password) = match userinfo {
             None => (None, None),
             Some(u) => match u.split_once(':') {
-                Some((n, p)) => (Some(decode(n)), Some(decode(p))),
-                None => (Some(decode(u)), None),
+                Some((n, p)) => (Some(percent_decode(n)), Some(percent_decode(p))),
+                None => (Some(percent_decode(u)), None),
             },
         };
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
@@ -197,55 +198,11 @@ impl Endpoint {
     }
 }
 
-/// A URL with its password replaced by `***`, for messages about unparsable URLs.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return match url.rfind('@') {
-            Some(i) => format!("***{}", &url[i..]),
-            None => url.to_string(),
-        };
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(i) => {
-            let user = rest[..i].split(':').next().unwrap_or_default();
-            let masked = if rest[..i].contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
-            };
-            format!("{scheme}://{masked}{}", &rest[i..])
-        }
-        None => url.to_string(),
-    }
-}
-
 fn bad(url: &str, why: &str) -> Error {
     Error::config(format!(
         "url '{}' is not a valid broker URL: {why}",
         redact(url)
     ))
-}
-
-fn decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

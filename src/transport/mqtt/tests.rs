@@ -62,7 +62,10 @@ fn guarantee_names_session_and_dead_letter_topic() {
     let t = MqttTransport::new(cfg(), Logger::default()).unwrap();
     let g = t.guarantee(&RetryPolicy::default());
     assert_eq!(g.delivery, "at-least-once");
-    assert_eq!(g.dead_letter, "dead-letter/app/messaging/<topic>");
+    assert_eq!(
+        g.dead_letter,
+        "dead-letter/app/messaging/<topic>/<id> (retained)"
+    );
     assert!(g.summary.contains("persistent session 'app/messaging'"));
     let mut c = cfg();
     c.qos = 0;

@@ -71,18 +71,61 @@ pub fn filters(set: &TopicSet, shared_group: Option<&str>) -> (BTreeSet<String>,
     (out, invalid)
 }
 
-/// Where a dead letter of `topic` is published: `<base>/<topic>` (original payload unchanged).
-pub fn dead_letter_topic(base: &str, topic: &str) -> String {
-    format!("{base}/{topic}")
+/// A new dead-letter id: `<ms since the epoch, 13 digits>-<8 hex digits>`. It is the last level of
+/// the dead letter's topic, so every dead letter has a retained place of its own, and it records
+/// when the message was dead-lettered (MQTT 3.1.1 has no message properties).
+pub fn new_dead_letter_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    format!("{ms:013}-{:08x}", fastrand::u32(..))
 }
 
-/// `true` when a message on `topic` is one of our own dead letters that only arrived because of a
-/// catch-all subscription (`#`): it must not be processed again.
+/// When the dead letter `id` was made (ms since the epoch), if `id` is a dead-letter id.
+pub fn dead_letter_time(id: &str) -> Option<u64> {
+    let (ms, rand) = id.split_once('-')?;
+    let ok = ms.len() == 13
+        && ms.bytes().all(|b| b.is_ascii_digit())
+        && rand.len() == 8
+        && rand.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    ok.then(|| ms.parse().ok()).flatten()
+}
+
+/// Where the dead letter `id` of `topic` is published: `<base>/<topic>/<id>` (original payload
+/// unchanged).
+pub fn dead_letter_topic(base: &str, topic: &str, id: &str) -> String {
+    format!("{base}/{topic}/{id}")
+}
+
+/// A dead letter's place read back: the original topic and the id, if `mqtt_topic` is
+/// `<base>/<topic>/<dead-letter id>`.
+pub fn parse_dead_letter<'a>(base: &str, mqtt_topic: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = mqtt_topic.strip_prefix(base)?.strip_prefix('/')?;
+    let (topic, id) = rest.rsplit_once('/')?;
+    (!topic.is_empty() && dead_letter_time(id).is_some()).then_some((topic, id))
+}
+
+/// `true` when a message on `topic` is a dead letter that only arrived because of a catch-all
+/// subscription (`#`): one of our own (under `base`), or any app's (its last level is a
+/// dead-letter id), or the empty message that clears a retained one. It must not be processed.
 pub fn is_own_dead_letter(base: &str, topic: &str, set: &TopicSet) -> bool {
-    let Some(rest) = topic.strip_prefix(base) else {
-        return false;
-    };
-    rest.starts_with('/') && !set.topics.iter().any(|f| matches(topic, f))
+    let ours = topic
+        .strip_prefix(base)
+        .is_some_and(|rest| rest.starts_with('/'));
+    let any = topic
+        .rsplit_once('/')
+        .is_some_and(|(_, last)| dead_letter_time(last).is_some());
+    (ours || any) && !set.topics.iter().any(|f| matches(topic, f))
+}
+
+/// `true` for the empty message that removes a retained dead letter (`<…>/<dead-letter id>`, no
+/// payload): subscribers of the dead-letter topic get it too, and it is nothing to process.
+pub fn is_dead_letter_removal(topic: &str, empty: bool) -> bool {
+    empty
+        && topic
+            .rsplit_once('/')
+            .is_some_and(|(_, last)| dead_letter_time(last).is_some())
 }
 
 /// `true` when a shared-subscription group name is usable (`$share/<group>/…`).
@@ -138,8 +181,8 @@ mod tests {
     #[test]
     fn own_dead_letters_are_recognised() {
         let base = "dead-letter/app";
-        let t = dead_letter_topic(base, "orders/created");
-        assert_eq!(t, "dead-letter/app/orders/created");
+        let t = dead_letter_topic(base, "orders/created", "1764590000000-0000abcd");
+        assert_eq!(t, "dead-letter/app/orders/created/1764590000000-0000abcd");
         assert!(is_own_dead_letter(base, &t, &set(&[], true)));
         assert!(!is_own_dead_letter(
             base,
@@ -152,6 +195,42 @@ mod tests {
             &set(&[], true)
         ));
         assert!(!is_own_dead_letter(base, "orders/created", &set(&[], true)));
+        // another app's dead letter, through `#` only
+        let other = dead_letter_topic("dead-letter/other", "a", "1764590000000-00000001");
+        assert!(is_own_dead_letter(base, &other, &set(&[], true)));
+        assert!(!is_own_dead_letter(
+            base,
+            &other,
+            &set(&["dead-letter/other/#"], true)
+        ));
+    }
+
+    #[test]
+    fn the_removal_of_a_retained_dead_letter_is_recognised() {
+        let t = dead_letter_topic("dead-letter/app", "a", "1764590000000-0000abcd");
+        assert!(is_dead_letter_removal(&t, true));
+        assert!(!is_dead_letter_removal(&t, false));
+        assert!(!is_dead_letter_removal("orders/created", true));
+    }
+
+    #[test]
+    fn dead_letter_ids_name_their_time_and_are_read_back() {
+        let id = new_dead_letter_id();
+        let ms = dead_letter_time(&id).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(now - ms < 60_000);
+        assert!(dead_letter_time("123-0000abcd").is_none());
+        assert!(dead_letter_time("1764590000000-0000ABCD").is_none());
+        assert!(dead_letter_time("1764590000000").is_none());
+        let base = "dead-letter/app";
+        let t = dead_letter_topic(base, "a/b.c", &id);
+        assert_eq!(parse_dead_letter(base, &t), Some(("a/b.c", id.as_str())));
+        assert_eq!(parse_dead_letter(base, "dead-letter/app/a/b"), None);
+        assert_eq!(parse_dead_letter(base, &format!("{base}/{id}")), None);
+        assert_eq!(parse_dead_letter("dead-letter/ap", &t), None);
     }
 
     #[test]

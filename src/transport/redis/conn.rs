@@ -1,8 +1,8 @@
-//! Connections: URL and TLS handling, the reconnecting command connection ([`Link`]) and the
-//! jittered back-off shared by every reconnect loop.
+//! Connections: URL and TLS handling and the reconnecting command connection
+//! ([`CommandConnection`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -11,56 +11,43 @@ use tokio::sync::watch;
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
+use crate::transport::support::backoff::{should_log, Backoff, Reconnect};
+use crate::transport::support::tls;
 
-/// Reconnect timing: `min · 2^(n-1)`, capped at `max`, with "equal jitter" (each delay is drawn
-/// from the upper half of its range, so concurrent clients do not reconnect in lock-step).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// First delay.
-    pub min: Duration,
-    /// Upper bound.
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// The delay before reconnect attempt `attempt` (1-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(20);
-        let base = self.min.saturating_mul(1u32 << exp).min(self.max);
-        let ms = base.as_millis() as u64;
-        if ms == 0 {
-            return Duration::ZERO;
-        }
-        let half = ms / 2;
-        Duration::from_millis(ms - half + fastrand::u64(0..=half))
-    }
-}
-
-/// A Redis endpoint: the client (with TLS settings) and a printable address without credentials.
+/// A Redis endpoint: the parsed URL and, for `rediss://`, the crate's shared TLS client
+/// configuration; plus a printable address without credentials.
+///
+/// TLS goes through [`crate::transport::support::tls`] like AMQP and MQTT (same trust: system
+/// roots + `NODE_EXTRA_CA_CERTS` + `ca`; same PEM parsing; same `INVALID_CONFIG` messages). The
+/// redis crate (1.8) cannot take a `rustls::ClientConfig`: its `TlsCertificates` only takes PEM
+/// bytes, which it parses itself and then trusts *instead of* the system roots. So for
+/// `rediss://` this endpoint opens TCP and TLS itself and hands the stream to
+/// [`MultiplexedConnection::new_with_config`] / [`redis::aio::PubSub::new`], which the crate
+/// offers for any tokio `AsyncRead + AsyncWrite`.
 #[derive(Clone)]
 pub struct Endpoint {
-    /// The client, used to open connections.
-    pub client: redis::Client,
+    /// The client of the URL (host, port, database, credentials, protocol).
+    client: redis::Client,
+    /// `rediss://`: where to connect and how to do TLS.
+    tls: Option<Arc<TlsTarget>>,
     /// `host:port` (with `rediss://` for TLS), safe for log lines.
     pub display: Arc<str>,
+}
+
+struct TlsTarget {
+    host: String,
+    port: u16,
+    connector: tokio_rustls::TlsConnector,
+    server_name: rustls::pki_types::ServerName<'static>,
 }
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
             .field("display", &self.display)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
-}
-
-/// Installs rustls' `ring` provider as the process default once (the redis crate builds its TLS
-/// configuration from the process default).
-fn ensure_crypto_provider() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        // Err means another provider is installed already: that one is used.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 /// The address part of a Redis URL, safe for logs: scheme for TLS, host, port, database.
@@ -95,56 +82,90 @@ pub fn is_tls(url: &str) -> bool {
 }
 
 impl Endpoint {
-    /// Parses `url` and prepares TLS with `ca` (PEM) as the only trusted root when given.
+    /// Parses `url` and, for `rediss://`, builds the shared TLS client configuration: the system's
+    /// roots, `NODE_EXTRA_CA_CERTS` and `ca` (PEM, e.g. BTP's `credentials.tls.server_ca`) are
+    /// trusted (`rediss://…#insecure` is refused). Errors are `INVALID_CONFIG` with the messages
+    /// of [`tls::client_config`] (the option is named `ca`).
     pub fn new(url: &str, ca: Option<&str>) -> Result<Self> {
         let display: Arc<str> = display_address(url)?.into();
-        let tls = is_tls(url);
-        if ca.is_some() && !tls {
+        if ca.is_some() && !is_tls(url) {
             return Err(Error::config(
                 "a CA certificate (tls.server_ca / ca) was given for a redis:// URL; use rediss:// for TLS",
             ));
         }
-        let client = if tls {
-            ensure_crypto_provider();
-            match ca {
-                Some(pem) => {
-                    if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                        return Err(Error::config(
-                            "the CA certificate (tls.server_ca / ca) must be PEM text with -----BEGIN CERTIFICATE-----",
-                        ));
-                    }
-                    redis::Client::build_with_tls(
-                        url,
-                        redis::TlsCertificates {
-                            client_tls: None,
-                            root_cert: Some(pem.as_bytes().to_vec()),
-                        },
-                    )
-                    .map_err(|e| {
-                        Error::config(format!(
-                            "cannot use the CA certificate for {display}: {}",
-                            e.kind_text()
-                        ))
-                    })?
+        let client = redis::Client::open(url).map_err(|_| invalid_url())?;
+        let tls = match client.get_connection_info().addr() {
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                ..
+            } => {
+                if *insecure {
+                    // As before: the crate refused it too (no `tls-rustls-insecure`).
+                    return Err(Error::config(
+                        "rediss://…#insecure (no certificate check) is not supported; trust the server's CA with credentials.tls.server_ca / ca or NODE_EXTRA_CA_CERTS",
+                    ));
                 }
-                None => redis::Client::open(url).map_err(|_| invalid_url())?,
+                let options = tls::TlsOptions {
+                    ca: ca.map(str::to_string),
+                    verify: true,
+                    ..Default::default()
+                };
+                let config = tls::client_config(&options, "")?;
+                Some(Arc::new(TlsTarget {
+                    host: host.clone(),
+                    port: *port,
+                    connector: tokio_rustls::TlsConnector::from(config),
+                    server_name: options.server_name(host)?,
+                }))
             }
-        } else {
-            redis::Client::open(url).map_err(|_| invalid_url())?
+            _ => None,
         };
-        Ok(Endpoint { client, display })
+        Ok(Endpoint {
+            client,
+            tls,
+            display,
+        })
     }
-}
 
-/// A short description of a redis error without anything that could carry credentials.
-pub trait ErrorText {
-    /// The error's text (redis errors never contain the URL or the password).
-    fn kind_text(&self) -> String;
-}
+    /// TCP + TLS to a `rediss://` endpoint (the caller bounds the time).
+    async fn tls_stream(
+        t: &TlsTarget,
+    ) -> redis::RedisResult<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect((t.host.as_str(), t.port)).await?;
+        let _ = tcp.set_nodelay(true);
+        Ok(t.connector.connect(t.server_name.clone(), tcp).await?)
+    }
 
-impl ErrorText for RedisError {
-    fn kind_text(&self) -> String {
-        self.to_string()
+    /// A multiplexed command connection (authenticated, on the URL's database).
+    pub async fn multiplexed(
+        &self,
+        config: &AsyncConnectionConfig,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let Some(t) = &self.tls else {
+            return self
+                .client
+                .get_multiplexed_async_connection_with_config(config)
+                .await;
+        };
+        let stream = Self::tls_stream(t).await?;
+        let info = self.client.get_connection_info().redis_settings();
+        let (conn, driver) =
+            MultiplexedConnection::new_with_config(info, stream, config.clone()).await?;
+        // The driver ends once the last clone of `conn` is dropped (its request channel closes)
+        // or the socket closes.
+        tokio::spawn(driver);
+        Ok(conn)
+    }
+
+    /// A dedicated RESP2 pub/sub connection.
+    pub async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        let Some(t) = &self.tls else {
+            return self.client.get_async_pubsub().await;
+        };
+        let stream = Self::tls_stream(t).await?;
+        redis::aio::PubSub::new(self.client.get_connection_info().redis_settings(), stream).await
     }
 }
 
@@ -170,9 +191,9 @@ enum LinkState {
     Closed,
 }
 
-/// Settings of one [`Link`].
+/// Settings of one [`CommandConnection`].
 #[derive(Debug, Clone)]
-pub struct LinkSettings {
+pub struct CommandSettings {
     /// What the link is for, in log lines (`commands`, `reads`).
     pub label: &'static str,
     /// Limit of one connection attempt.
@@ -187,7 +208,7 @@ pub struct LinkSettings {
 
 struct LinkInner {
     endpoint: Endpoint,
-    settings: LinkSettings,
+    settings: CommandSettings,
     state: watch::Sender<LinkState>,
     started: AtomicBool,
     log: Logger,
@@ -196,17 +217,17 @@ struct LinkInner {
 /// A multiplexed command connection that reconnects by itself. Cheap to clone.
 ///
 /// The connection is opened on first use (inside the tokio runtime). A command that fails with a
-/// connection error reports it with [`Link::failed`]; the supervisor then replaces the connection
+/// connection error reports it with [`CommandConnection::failed`]; the supervisor then replaces the connection
 /// after a jittered back-off. An idle connection is checked with `PING` every `ping_interval`.
 #[derive(Clone)]
-pub struct Link {
+pub struct CommandConnection {
     inner: Arc<LinkInner>,
 }
 
-impl Link {
-    /// A link to `endpoint`; nothing is connected until [`Link::get`] is called.
-    pub fn new(endpoint: Endpoint, settings: LinkSettings, log: Logger) -> Self {
-        Link {
+impl CommandConnection {
+    /// A link to `endpoint`; nothing is connected until [`CommandConnection::get`] is called.
+    pub fn new(endpoint: Endpoint, settings: CommandSettings, log: Logger) -> Self {
+        CommandConnection {
             inner: Arc::new(LinkInner {
                 endpoint,
                 settings,
@@ -238,12 +259,7 @@ impl Link {
         loop {
             let last_error = match &*rx.borrow_and_update() {
                 LinkState::Up { conn, gen } => return Ok((conn.clone(), *gen)),
-                LinkState::Closed => {
-                    return Err(Error::new(
-                        ErrorCode::Closed,
-                        "the messaging service was shut down",
-                    ))
-                }
+                LinkState::Closed => return Err(Error::shut_down()),
                 LinkState::Connecting { last_error } => last_error.clone(),
             };
             match tokio::time::timeout_at(deadline, rx.changed()).await {
@@ -271,7 +287,7 @@ impl Link {
         if !is_fatal(e) {
             return;
         }
-        let text = e.kind_text();
+        let text = e.to_string();
         self.inner.state.send_if_modified(|s| match s {
             LinkState::Up { gen: g, .. } if *g == gen => {
                 *s = LinkState::Connecting {
@@ -283,7 +299,7 @@ impl Link {
         });
     }
 
-    /// Closes the link for good; pending and later [`Link::get`] calls fail with `CLOSED`.
+    /// Closes the link for good; pending and later [`CommandConnection::get`] calls fail with `CLOSED`.
     pub fn close(&self) {
         self.inner.state.send_replace(LinkState::Closed);
     }
@@ -295,37 +311,34 @@ async fn supervise(inner: Arc<LinkInner>) {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(s.connect_timeout))
         .set_response_timeout(Some(s.response_timeout));
-    let mut failures = 0u32;
+    let mut reconnect = Reconnect::new(s.backoff);
     let mut gen = 0u64;
     let mut was_up = false;
     loop {
         if matches!(*rx.borrow_and_update(), LinkState::Closed) {
             return;
         }
-        let attempt = tokio::time::timeout(
-            s.connect_timeout,
-            inner
-                .endpoint
-                .client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await;
+        let attempt =
+            tokio::time::timeout(s.connect_timeout, inner.endpoint.multiplexed(&config)).await;
         let conn = match attempt {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                failures += 1;
-                retry_later(&inner, &mut rx, failures, e.kind_text()).await;
+                reconnect.on_failed();
+                retry_later(&inner, &mut rx, &reconnect, e.to_string()).await;
                 continue;
             }
             Err(_) => {
-                failures += 1;
+                reconnect.on_failed();
                 let why = format!("no answer within {} ms", s.connect_timeout.as_millis());
-                retry_later(&inner, &mut rx, failures, why).await;
+                retry_later(&inner, &mut rx, &reconnect, why).await;
                 continue;
             }
         };
         gen += 1;
-        if was_up || failures > 0 {
+        if was_up {
+            inner.log.stats().reconnected();
+        }
+        if was_up || reconnect.failures() > 0 {
             inner.log.info(&format!(
                 "reconnected to Redis at {} ({})",
                 inner.endpoint.display, s.label
@@ -336,7 +349,7 @@ async fn supervise(inner: Arc<LinkInner>) {
                 inner.endpoint.display, s.label
             ));
         }
-        failures = 0;
+        reconnect.on_connected();
         was_up = true;
         let mut ping_conn = conn.clone();
         let published = inner.state.send_if_modified(|st| {
@@ -361,7 +374,7 @@ async fn supervise(inner: Arc<LinkInner>) {
                 _ = tokio::time::sleep(s.ping_interval) => {
                     let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut ping_conn).await;
                     if let Err(e) = ping {
-                        let text = e.kind_text();
+                        let text = e.to_string();
                         inner.state.send_if_modified(|st| match st {
                             LinkState::Up { gen: g, .. } if *g == gen => {
                                 *st = LinkState::Connecting { last_error: Some(text.clone()) };
@@ -388,17 +401,24 @@ async fn supervise(inner: Arc<LinkInner>) {
                 }
             }
         }
+        // Lost: a connection that did not stay up for the stable period counts as a failure, so
+        // a server that accepts and drops at once is not hit again without a pause.
+        if !reconnect.on_lost().is_zero() {
+            let why = "the connection was lost soon after it was opened".to_string();
+            retry_later(&inner, &mut rx, &reconnect, why).await;
+        }
     }
 }
 
 async fn retry_later(
     inner: &LinkInner,
     rx: &mut watch::Receiver<LinkState>,
-    failures: u32,
+    reconnect: &Reconnect,
     why: String,
 ) {
-    let delay = inner.settings.backoff.delay(failures);
-    if failures == 1 || failures.is_power_of_two() {
+    let failures = reconnect.failures();
+    let delay = reconnect.next_delay();
+    if should_log(failures) {
         inner.log.warn(&format!(
             "cannot connect to Redis at {} ({}, attempt {failures}): {why}; retrying in {} ms",
             inner.endpoint.display,

@@ -27,6 +27,7 @@
 //!   process) are dead-lettered when claimed.
 
 pub mod conn;
+pub mod inspect;
 pub mod pubsub;
 pub mod streams;
 
@@ -37,7 +38,8 @@ use crate::error::{Error, Result};
 use crate::log::Logger;
 use crate::transport::Transport;
 
-use self::conn::{Backoff, Endpoint};
+use self::conn::Endpoint;
+use crate::transport::support::backoff::Backoff;
 
 /// Which Redis feature carries the messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +98,7 @@ pub fn default_consumer_name() -> String {
     static N: AtomicU64 = AtomicU64::new(1);
     format!(
         "{}-{}-{}",
-        crate::transport::file::lock::host_name(),
+        crate::transport::support::host::host_name(),
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
@@ -147,7 +149,7 @@ impl RedisConfig {
                 min: Duration::from_millis(100),
                 max: Duration::from_secs(5),
             },
-            streams: StreamsConfig::new("", "CAP/0000"),
+            streams: StreamsConfig::new("cds:", "CAP/0000"),
         }
     }
 
@@ -175,9 +177,7 @@ impl RedisConfig {
             if s.dead_letter_stream.is_empty() {
                 return Err(Error::config("deadLetterStream must not be empty"));
             }
-            if s.read_count == 0 {
-                return Err(Error::config("readCount must be at least 1"));
-            }
+            crate::limits::check("readCount", s.read_count, crate::limits::MAX_CAPACITY)?;
             if s.claim_after < Duration::from_millis(100) {
                 return Err(Error::config("claimAfter must be at least 100 ms"));
             }
@@ -206,7 +206,7 @@ pub fn build(config: RedisConfig, log: Logger) -> Result<Arc<dyn Transport>> {
 
 /// Runs `f` on a connection of `link`, reconnecting once if the connection turned out broken.
 pub(crate) async fn with_retry<T, F, Fut>(
-    link: &conn::Link,
+    link: &conn::CommandConnection,
     wait: Duration,
     what: &str,
     mut f: F,
@@ -247,7 +247,7 @@ where
 /// Redis refused fails alone (`WRONGTYPE` as `NO_ROUTE`, anything else as `CONNECTION_FAILED`, so the
 /// caller may retry); a lost connection fails the whole batch.
 pub(crate) async fn send_batch(
-    link: &conn::Link,
+    link: &conn::CommandConnection,
     wait: Duration,
     what: &str,
     pipe: &::redis::Pipeline,
@@ -296,18 +296,10 @@ pub(crate) async fn send_batch(
                 ))
             })
             .collect(),
-        Err(e) => {
-            let text = e.full_message();
-            batch
-                .iter()
-                .map(|m| {
-                    Err(Error::new(
-                        e.code,
-                        format!("cannot emit '{}': {text}", m.topic),
-                    ))
-                })
-                .collect()
-        }
+        Err(e) => batch
+            .iter()
+            .map(|m| Err(Error::emit(&m.topic, &e)))
+            .collect(),
     }
 }
 

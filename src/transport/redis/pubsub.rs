@@ -7,20 +7,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::conn::{Endpoint, ErrorText, Link, LinkSettings};
+use super::conn::{CommandConnection, CommandSettings, Endpoint};
 use super::{send_batch, RedisConfig};
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
-use crate::message::{
-    DeadLetter, DeadLetterQueue, Delivery, HandlerError, Inbound, Outbound, Settle,
-};
+use crate::message::{Delivery, HandlerError, Inbound, Outbound, Settle};
 use crate::policy::RetryPolicy;
 use crate::subscriptions::TopicSet;
 use crate::sync::lock;
-use crate::transport::{Guarantee, Transport, TransportContext};
+use crate::transport::support::backoff::should_log;
+use crate::transport::{Guarantee, Redelivery, Transport, TransportContext};
 
 /// How often the subscription connection is checked with `PING`.
 const PING_INTERVAL: Duration = Duration::from_secs(5);
@@ -28,18 +27,13 @@ const PING_INTERVAL: Duration = Duration::from_secs(5);
 struct Consumer {
     task: JoinHandle<()>,
     stop: watch::Sender<bool>,
-    /// Version of the subscriptions wanted (from [`crate::subscriptions::Subscriptions::watch`]).
-    wanted: watch::Receiver<u64>,
-    /// Version of the subscriptions the subscription connection has applied.
-    applied: watch::Receiver<u64>,
 }
 
 /// The pub/sub transport.
 pub struct PubSubTransport {
     config: RedisConfig,
     endpoint: Endpoint,
-    link: Link,
-    dead: DeadLetterQueue,
+    link: CommandConnection,
     consumer: Mutex<Option<Consumer>>,
     closed: AtomicBool,
 }
@@ -47,9 +41,9 @@ pub struct PubSubTransport {
 impl PubSubTransport {
     /// A transport for `endpoint`; connects on first use.
     pub fn new(config: RedisConfig, endpoint: Endpoint, log: Logger) -> Self {
-        let link = Link::new(
+        let link = CommandConnection::new(
             endpoint.clone(),
-            LinkSettings {
+            CommandSettings {
                 label: "publish",
                 connect_timeout: config.connect_timeout,
                 response_timeout: config.connect_timeout,
@@ -62,28 +56,9 @@ impl PubSubTransport {
             config,
             endpoint,
             link,
-            dead: DeadLetterQueue::default(),
             consumer: Mutex::new(None),
             closed: AtomicBool::new(false),
         }
-    }
-}
-
-impl PubSubTransport {
-    /// Waits (at most `connect_timeout`) until subscriptions made before this emit are active on
-    /// Redis, so that a service receives what it emits right after `on(…)`.
-    async fn await_subscriptions(&self) {
-        let (wanted, mut applied) = {
-            let slot = lock(&self.consumer);
-            let Some(c) = slot.as_ref() else { return };
-            let wanted = *c.wanted.borrow();
-            (wanted, c.applied.clone())
-        };
-        let _ = tokio::time::timeout(
-            self.config.connect_timeout,
-            applied.wait_for(|v| *v >= wanted),
-        )
-        .await;
     }
 }
 
@@ -109,30 +84,25 @@ impl Transport for PubSubTransport {
             ));
         }
         let (stop, stop_rx) = watch::channel(false);
-        let (applied_tx, applied) = watch::channel(0u64);
-        let wanted = ctx.subscriptions.watch();
+        // Emits wait (in the engine) until earlier subscriptions are active on Redis.
+        ctx.subscriptions.track_applied();
         let sub = Subscriber {
             endpoint: self.endpoint.clone(),
             config: self.config.clone(),
             ctx,
             stop: stop_rx,
-            dead: self.dead.clone(),
-            applied: applied_tx,
         };
         *slot = Some(Consumer {
             task: tokio::spawn(sub.run()),
             stop,
-            wanted,
-            applied,
         });
         Ok(())
     }
 
     async fn publish(&self, batch: Vec<Outbound>) -> Vec<Result<()>> {
         if self.closed.load(Ordering::Acquire) {
-            return batch.iter().map(|m| Err(closed(&m.topic))).collect();
+            return batch.iter().map(|m| Err(Error::closed(&m.topic))).collect();
         }
-        self.await_subscriptions().await;
         let mut pipe = ::redis::pipe();
         pipe.ignore_errors();
         for m in &batch {
@@ -159,8 +129,10 @@ impl Transport for PubSubTransport {
         Ok(())
     }
 
-    fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.dead.list()
+    fn redelivery(&self) -> Redelivery {
+        Redelivery::InProcess {
+            dead_letters_in_memory: true,
+        }
     }
 }
 
@@ -171,13 +143,6 @@ impl Drop for PubSubTransport {
         }
         self.link.close();
     }
-}
-
-fn closed(topic: &str) -> Error {
-    Error::new(
-        ErrorCode::Closed,
-        format!("cannot emit '{topic}': the messaging service was shut down"),
-    )
 }
 
 /// What the subscription connection currently listens to.
@@ -216,8 +181,6 @@ struct Subscriber {
     config: RedisConfig,
     ctx: TransportContext,
     stop: watch::Receiver<bool>,
-    dead: DeadLetterQueue,
-    applied: watch::Sender<u64>,
 }
 
 enum Ended {
@@ -237,7 +200,7 @@ impl Subscriber {
             }
             let timeout = self.config.connect_timeout;
             let attempt = tokio::select! {
-                r = tokio::time::timeout(timeout, self.endpoint.client.get_async_pubsub()) => r,
+                r = tokio::time::timeout(timeout, self.endpoint.pubsub()) => r,
                 _ = self.stop.changed() => return,
             };
             let why = match attempt {
@@ -249,6 +212,7 @@ impl Subscriber {
                         Ok(()) => {
                             let n = current.channels.len() + usize::from(current.pattern);
                             if was_up {
+                                log.stats().reconnected();
                                 log.info(&format!(
                                     "reconnected to Redis at {}; subscribed again to {n} channel(s)",
                                     self.endpoint.display
@@ -278,13 +242,13 @@ impl Subscriber {
                         Err(e) => Some(e),
                     }
                 }
-                Ok(Err(e)) => Some(e.kind_text()),
+                Ok(Err(e)) => Some(e.to_string()),
                 Err(_) => Some(format!("no answer within {} ms", timeout.as_millis())),
             };
             failures += 1;
             let delay = self.config.reconnect.delay(failures);
             if let Some(why) = why {
-                if failures == 1 || failures.is_power_of_two() {
+                if should_log(failures) {
                     log.warn(&format!(
                         "cannot subscribe on Redis at {} (attempt {failures}): {why}; retrying in {} ms",
                         self.endpoint.display,
@@ -314,21 +278,21 @@ impl Subscriber {
             tokio::time::timeout(t, sink.psubscribe("*"))
                 .await
                 .map_err(timed("PSUBSCRIBE"))?
-                .map_err(|e| e.kind_text())?;
+                .map_err(|e| e.to_string())?;
             current.pattern = true;
         }
         if punsub {
             tokio::time::timeout(t, sink.punsubscribe("*"))
                 .await
                 .map_err(timed("PUNSUBSCRIBE"))?
-                .map_err(|e| e.kind_text())?;
+                .map_err(|e| e.to_string())?;
             current.pattern = false;
         }
         if !sub.is_empty() {
             tokio::time::timeout(t, sink.subscribe(&sub))
                 .await
                 .map_err(timed("SUBSCRIBE"))?
-                .map_err(|e| e.kind_text())?;
+                .map_err(|e| e.to_string())?;
             self.ctx
                 .log
                 .debug(&format!("subscribed to {}", sub.join(", ")));
@@ -338,18 +302,12 @@ impl Subscriber {
             tokio::time::timeout(t, sink.unsubscribe(&unsub))
                 .await
                 .map_err(timed("UNSUBSCRIBE"))?
-                .map_err(|e| e.kind_text())?;
+                .map_err(|e| e.to_string())?;
             for u in unsub {
                 current.channels.remove(&u);
             }
         }
-        self.applied.send_if_modified(|v| {
-            let newer = version > *v;
-            if newer {
-                *v = version;
-            }
-            newer
-        });
+        self.ctx.subscriptions.applied(version);
         Ok(())
     }
 
@@ -383,7 +341,7 @@ impl Subscriber {
                 _ = ping.tick() => {
                     match tokio::time::timeout(self.config.connect_timeout, sink.ping::<::redis::Value>()).await {
                         Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Ended::Lost(e.kind_text()),
+                        Ok(Err(e)) => return Ended::Lost(e.to_string()),
                         Err(_) => return Ended::Lost("no answer to PING".into()),
                     }
                 }
@@ -408,11 +366,7 @@ impl Subscriber {
             payload,
             attempt: 1,
         };
-        let settle = PubSubSettle {
-            message: message.clone(),
-            deliveries: self.ctx.deliveries.downgrade(),
-            dead: self.dead.clone(),
-        };
+        let settle = PubSubSettle;
         let send = self.ctx.deliveries.send(Delivery {
             message,
             settle: Box::new(settle),
@@ -424,36 +378,13 @@ impl Subscriber {
     }
 }
 
-struct PubSubSettle {
-    message: Inbound,
-    deliveries: mpsc::WeakSender<Delivery>,
-    dead: DeadLetterQueue,
-}
+/// Nothing to settle on Redis pub/sub: the engine redelivers and keeps the dead letters.
+struct PubSubSettle;
 
 impl Settle for PubSubSettle {
     fn ack(self: Box<Self>) {}
 
-    fn retry(self: Box<Self>, delay: Duration, _error: &HandlerError) {
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let mut me = *self;
-            me.message.attempt = me.message.attempt.saturating_add(1);
-            let Some(tx) = me.deliveries.upgrade() else {
-                return;
-            };
-            let message = me.message.clone();
-            let _ = tx
-                .send(Delivery {
-                    message,
-                    settle: Box::new(me),
-                })
-                .await;
-        });
-    }
-
-    fn dead_letter(self: Box<Self>, error: &HandlerError) {
-        self.dead.push(self.message.clone(), error.clone());
-    }
+    fn dead_letter(self: Box<Self>, _error: &HandlerError) {}
 }
 
 #[cfg(test)]

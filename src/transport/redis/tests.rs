@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use ::redis::Value;
 
-use super::conn::{display_address, is_tls, Backoff, Endpoint};
+use super::conn::{display_address, is_tls, Endpoint};
 use super::pubsub::plan_for_tests;
 use super::streams::{entry_payload, glob_escape, stream_key, topic_of};
 use super::*;
@@ -54,18 +54,28 @@ fn a_ca_needs_rediss_and_pem() {
 }
 
 #[test]
-fn backoff_is_jittered_and_capped() {
-    let b = Backoff {
-        min: Duration::from_millis(100),
-        max: Duration::from_millis(1000),
-    };
-    for _ in 0..100 {
-        let d1 = b.delay(1).as_millis();
-        assert!((50..=100).contains(&d1), "{d1}");
-        let d3 = b.delay(3).as_millis();
-        assert!((200..=400).contains(&d3), "{d3}");
-        assert!(b.delay(40) <= Duration::from_millis(1000));
+fn a_bad_ca_fails_like_amqp_and_mqtt() {
+    use crate::transport::support::tls::{client_config, TlsOptions};
+    for bad in [
+        "not a pem",
+        "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+    ] {
+        let redis = Endpoint::new("rediss://:pw@h:1", Some(bad)).unwrap_err();
+        let shared = TlsOptions {
+            ca: Some(bad.into()),
+            verify: true,
+            ..Default::default()
+        };
+        let mqtt = client_config(&shared, "").unwrap_err();
+        let amqp = client_config(&shared, "tls.").unwrap_err();
+        assert_eq!(redis.code, ErrorCode::InvalidConfig);
+        assert_eq!(redis.message, mqtt.message);
+        assert_eq!(format!("tls.{}", redis.message), amqp.message);
     }
+    // No silent way around certificate checks.
+    let e = Endpoint::new("rediss://:pw@h:1/#insecure", None).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidConfig);
+    assert!(!e.message.contains("pw"), "{}", e.message);
 }
 
 #[test]

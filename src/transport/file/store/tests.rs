@@ -2,7 +2,55 @@ use super::*;
 
 use std::time::Duration;
 
-use crate::transport::file::lock::{host_name, LockSettings};
+use crate::transport::file::lock::LockSettings;
+use crate::transport::support::host::host_name;
+
+/// Where [`BoxStore::replace`] calls the hook of [`on_replace`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReplaceStage {
+    /// Before it looks at the box again (after the pass over it).
+    Start,
+    /// After the new content was renamed into place, before late appends are carried over.
+    Renamed,
+}
+
+type Hook = Box<dyn FnMut(ReplaceStage)>;
+
+thread_local! {
+    static REPLACE_HOOK: std::cell::RefCell<Option<Hook>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Called by `replace` (tests only).
+pub(super) fn replace_hook(stage: ReplaceStage) {
+    REPLACE_HOOK.with(|h| {
+        if let Some(f) = h.borrow_mut().as_mut() {
+            f(stage);
+        }
+    });
+}
+
+/// Runs `hook` at the stages of `replace` of cycles on this thread (what a process that does not
+/// take the lock does meanwhile), until the returned guard is dropped.
+fn on_replace(hook: impl FnMut(ReplaceStage) + 'static) -> impl Drop {
+    struct Unhook;
+    impl Drop for Unhook {
+        fn drop(&mut self) {
+            REPLACE_HOOK.with(|h| h.borrow_mut().take());
+        }
+    }
+    REPLACE_HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+    Unhook
+}
+
+/// Appends `text` to `path` as @sap/cds's emitter does when it gave up waiting for the lock.
+fn append_unlocked(path: &Path, text: &str) {
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
 
 /// A pid that does not run (0x7ffffff0).
 const DEAD_PID: u32 = 2147483632;
@@ -41,6 +89,7 @@ impl Fixture {
             me: Owner {
                 host: host_name(),
                 pid: std::process::id(),
+                start: crate::transport::file::identity::own_start(),
                 instance: 7,
             },
             next_seq: 0,
@@ -346,6 +395,7 @@ fn a_claim_of_a_dead_process_is_taken_over_with_the_next_attempt() {
     let dead = Owner {
         host: host_name(),
         pid: DEAD_PID,
+        start: 0,
         instance: 1,
     };
     f.write(&claimed_by(&dead, 41, 1, "a", A1));
@@ -362,6 +412,7 @@ fn a_claim_of_a_dead_process_is_dead_lettered_when_attempts_are_exhausted() {
     let dead = Owner {
         host: host_name(),
         pid: DEAD_PID,
+        start: 0,
         instance: 1,
     };
     f.write(&format!("{}\nb {B1}", claimed_by(&dead, 41, 3, "a", A1)));
@@ -380,6 +431,7 @@ fn a_claim_of_a_dead_process_on_a_topic_we_do_not_consume_is_given_back() {
     let dead = Owner {
         host: host_name(),
         pid: DEAD_PID,
+        start: 0,
         instance: 1,
     };
     f.write(&claimed_by(&dead, 41, 1, "other", A1));
@@ -414,12 +466,15 @@ fn claims_of_live_owners_and_other_hosts_are_left_alone() {
     let remote = Owner {
         host: format!("{}-elsewhere", host_name()),
         pid: DEAD_PID,
+        start: 0,
         instance: 1,
     };
     // A live process (this one's parent) on this host.
     let parent = Owner {
         host: host_name(),
         pid: std::os::unix::process::parent_id(),
+        start: crate::transport::file::identity::process_start(std::os::unix::process::parent_id())
+            .unwrap_or(0),
         instance: 1,
     };
     let content = format!(
@@ -468,4 +523,233 @@ fn lines_written_by_the_sap_cds_consumer_parse() {
     let r = g.cycle(&["a"], 10, &[]);
     assert_eq!(r.claimed, vec![claim(1, "a", A1, 1), claim(2, "a", A2, 1)]);
     assert!(!g.store.malformed_path.exists());
+}
+
+/// Defect 1 of issue #14: a container restarted with the same host name gets the same pid (and its
+/// engines the same instance numbers and sequence numbers) as the process before it.
+#[test]
+fn claims_of_a_predecessor_with_our_pid_are_taken_over_and_never_settled_as_ours() {
+    let mut f = Fixture::new();
+    let predecessor = Owner {
+        start: f.me.start.wrapping_add(1),
+        ..f.me.clone()
+    };
+    // The predecessor claimed seq 1 and 2; our own seq 1 (a message we are processing) follows.
+    f.write(&format!(
+        "{}{}{}",
+        claimed_by(&predecessor, 1, 1, "a", A1),
+        claimed_by(&predecessor, 2, 1, "a", A2),
+        f.claimed(1, 1, "a", B1)
+    ));
+    f.next_seq = 1;
+    let ours = 1;
+    let r = f.cycle(&["a"], 10, &[(ours, SettleOp::Ack)]);
+    assert!(r.missing.is_empty());
+    let mut got: Vec<_> = r.claimed.iter().map(|c| c.json.clone()).collect();
+    got.sort();
+    let mut expected = vec![A1.to_string(), A2.to_string()];
+    expected.sort();
+    assert_eq!(
+        got, expected,
+        "both of the predecessor's claims are taken over"
+    );
+    assert!(r.claimed.iter().all(|c| c.attempt == 2));
+    let content = f.read();
+    assert!(!content.contains(B1), "our acknowledged message is gone");
+    assert_eq!(content.matches("\n~claim/").count(), 2);
+}
+
+#[test]
+fn a_claim_of_an_older_version_with_our_pid_is_taken_over() {
+    let mut f = Fixture::new();
+    let line = format!(
+        "\n~claim/{}/{}.{}.5/1/a {A1}",
+        f.me.host, f.me.pid, f.me.instance
+    );
+    f.write(&line);
+    let r = f.cycle(&["a"], 10, &[(5, SettleOp::Ack)]);
+    assert_eq!(r.missing, vec![5]);
+    assert_eq!(r.claimed, vec![claim(1, "a", A1, 2)]);
+}
+
+#[test]
+fn a_claim_of_a_live_pid_that_started_at_another_time_is_taken_over() {
+    let mut f = Fixture::new();
+    // Pid 1 of a container (another pid namespace) looks like this host's live pid 1.
+    let parent = std::os::unix::process::parent_id();
+    let start = crate::transport::file::identity::process_start(parent).unwrap();
+    let other = Owner {
+        host: host_name(),
+        pid: parent,
+        start: start + 1,
+        instance: 1,
+    };
+    f.write(&claimed_by(&other, 4, 1, "a", A1));
+    let r = f.cycle(&["a"], 10, &[]);
+    assert_eq!(r.claimed, vec![claim(1, "a", A1, 2)]);
+}
+
+/// Defect 6 of issue #14: one byte that is not UTF-8 made every cycle fail.
+#[test]
+fn a_line_that_is_not_utf8_goes_to_the_malformed_box_and_the_rest_is_consumed() {
+    let mut f = Fixture::new();
+    let mut bytes = format!("\na {A1}\n").into_bytes();
+    bytes.extend_from_slice(b"a {\"data\":\"\xff\xfe\"}");
+    bytes.extend_from_slice(format!("\nb {B1}").as_bytes());
+    fs::write(&f.store.path, &bytes).unwrap();
+    let r = f.cycle(&["a"], 10, &[]);
+    assert_eq!(r.claimed, vec![claim(1, "a", A1, 1)]);
+    assert_eq!(
+        fs::read(&f.store.malformed_path).unwrap(),
+        b"\na {\"data\":\"\xff\xfe\"}".to_vec()
+    );
+    assert_eq!(f.read(), format!("{}\nb {B1}", f.claimed(1, 1, "a", A1)));
+}
+
+/// Defect 7 of issue #14: the rewrite buffer was sized by `want` (maxInFlight), 48 GB for 1e9.
+#[test]
+fn a_huge_want_does_not_allocate_by_it() {
+    let mut f = Fixture::new();
+    f.append(&[("a", A1)]);
+    let r = f.cycle(&["a"], 1_000_000_000, &[]);
+    assert_eq!(r.claimed.len(), 1);
+}
+
+/// Lines an emitter that does not take the lock appends while the cycle runs are kept: read by the
+/// pass, carried over when they arrive after it, and appended to the new box when they reach the
+/// old file after the rename.
+#[test]
+fn lines_appended_without_the_lock_during_a_cycle_are_kept() {
+    let mut f = Fixture::new();
+    let ended = Owner {
+        instance: f.me.instance + 1000,
+        ..f.me.clone()
+    };
+    f.write(&format!("{}\nb {B1}", claimed_by(&ended, 3, 1, "a", A1)));
+    // While the box is read: the liveness check of the ended instance's claim appends.
+    let path = f.store.path.clone();
+    let me = f.me.clone();
+    let live = move |instance: u64| {
+        if instance == ended.instance {
+            append_unlocked(&path, "\nb {\"n\":1}");
+        }
+        instance == me.instance
+    };
+    // After the pass: one append before the box is looked at again, one through a descriptor of
+    // the old file after the rename.
+    let path = f.store.path.clone();
+    let mut old: Option<File> = None;
+    let _hook = on_replace(move |stage| match stage {
+        ReplaceStage::Start => {
+            append_unlocked(&path, "\nb {\"n\":2}");
+            old = Some(OpenOptions::new().append(true).open(&path).unwrap());
+        }
+        ReplaceStage::Renamed => old.take().unwrap().write_all(b"\nb {\"n\":3}").unwrap(),
+    });
+    let subscriptions = TopicSet {
+        topics: ["a".to_string()].into(),
+        all: false,
+    };
+    let r = f
+        .store
+        .cycle(
+            CycleInput {
+                me: &f.me,
+                live_instances: &live,
+                next_seq: &mut f.next_seq,
+                subscriptions: &subscriptions,
+                want: 10,
+                settle: HashMap::new(),
+                max_attempts: 3,
+            },
+            &f.log,
+        )
+        .unwrap();
+    assert_eq!(r.claimed, vec![claim(1, "a", A1, 2)]);
+    assert_eq!(
+        f.read(),
+        format!(
+            "{}\nb {B1}\nb {{\"n\":1}}\nb {{\"n\":2}}\nb {{\"n\":3}}",
+            f.claimed(1, 2, "a", A1)
+        )
+    );
+}
+
+/// A box rewritten by a process that does not hold the lock (another inode, or shorter) while the
+/// cycle ran is left as that process wrote it: the cycle fails, to be retried, and leaves no
+/// temporary file behind.
+#[test]
+fn a_box_rewritten_without_the_lock_during_a_cycle_is_left_alone() {
+    for shorter in [false, true] {
+        let f = Fixture::new();
+        f.write(&format!("\na {A1}\nb {B1}"));
+        let path = f.store.path.clone();
+        let _hook = on_replace(move |stage| {
+            if stage != ReplaceStage::Start {
+                return;
+            }
+            if shorter {
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_len(3)
+                    .unwrap();
+            } else {
+                let other = path.with_extension("other");
+                fs::write(&other, "\nz {}").unwrap();
+                fs::rename(&other, &path).unwrap();
+            }
+        });
+        let subscriptions = TopicSet {
+            topics: ["a".to_string()].into(),
+            all: false,
+        };
+        let mut next_seq = 0;
+        let err = f
+            .store
+            .cycle(
+                CycleInput {
+                    me: &f.me,
+                    live_instances: &|_| true,
+                    next_seq: &mut next_seq,
+                    subscriptions: &subscriptions,
+                    want: 10,
+                    settle: HashMap::new(),
+                    max_attempts: 3,
+                },
+                &f.log,
+            )
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Io, "{}", err.full_message());
+        let expected = if shorter { "\na " } else { "\nz {}" };
+        assert_eq!(f.read(), expected, "shorter: {shorter}");
+        let left: Vec<_> = fs::read_dir(f.store.path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+        assert!(!f.store.lock.path().exists());
+    }
+}
+
+/// Lines that reached the old box file after the rename are not lost when the new box is gone by
+/// then (removed by hand): the box is created again with them.
+#[test]
+fn late_appends_survive_a_box_removed_after_the_rename() {
+    let mut f = Fixture::new();
+    f.write(&format!("\na {A1}"));
+    let path = f.store.path.clone();
+    let mut old: Option<File> = None;
+    let _hook = on_replace(move |stage| match stage {
+        ReplaceStage::Start => old = Some(OpenOptions::new().append(true).open(&path).unwrap()),
+        ReplaceStage::Renamed => {
+            old.take().unwrap().write_all(b"\nb {\"late\":1}").unwrap();
+            fs::remove_file(&path).unwrap();
+        }
+    });
+    let r = f.cycle(&["a"], 10, &[]);
+    assert_eq!(r.claimed, vec![claim(1, "a", A1, 1)]);
+    assert_eq!(f.read(), "\nb {\"late\":1}");
 }

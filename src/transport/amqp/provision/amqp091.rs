@@ -8,8 +8,9 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::config::{ConnSettings, QueueConfig, Sasl};
-use super::net::{self, ConnectError, Failure, Io};
+use super::super::config::{ConnSettings, QueueConfig, Sasl};
+use super::super::error::{ConnectError, Failure};
+use super::super::net::{self, Io};
 use crate::error::{Error, ErrorCode, Result};
 
 const FRAME_METHOD: u8 = 1;
@@ -259,11 +260,34 @@ pub async fn declare_and_bind(
         if let Some(t) = &queue.queue_type {
             args.push(("x-queue-type", t));
         }
-        if let Some(x) = &queue.dead_letter_exchange {
+        let (dlx, dlk) = queue.dead_letter_args();
+        if let Some(x) = dlx {
             args.push(("x-dead-letter-exchange", x));
         }
-        if let Some(k) = &queue.dead_letter_routing_key {
+        if let Some(k) = dlk {
             args.push(("x-dead-letter-routing-key", k));
+        }
+        if let Some(dlq) = &queue.dead_letter_queue {
+            // the dead-letter queue first: dead letters never go to a queue that is not there
+            let mut a = W::default();
+            a.u16(0).short(dlq)?.u8(0x02);
+            a.table(&[])?;
+            c.send(1, 50, 10, &a.0).await?;
+            c.expect(50, 11, &format!("declare the dead-letter queue '{dlq}'"))
+                .await?;
+            if let Some(x) = &queue.dead_letter_exchange {
+                let key = queue.dead_letter_routing_key.as_deref().unwrap_or("#");
+                let mut a = W::default();
+                a.u16(0).short(dlq)?.short(x)?.short(key)?.u8(0);
+                a.table(&[])?;
+                c.send(1, 50, 20, &a.0).await?;
+                c.expect(
+                    50,
+                    21,
+                    &format!("bind the dead-letter queue '{dlq}' to '{x}' with '{key}'"),
+                )
+                .await?;
+            }
         }
         let mut a = W::default();
         a.u16(0).short(&queue.name)?.u8(0x02);
@@ -273,7 +297,7 @@ pub async fn declare_and_bind(
             50,
             11,
             &format!(
-                "declare queue '{}' (an existing queue with other arguments, e.g. queue.type, cannot be redeclared)",
+                "declare queue '{}' (an existing queue with other arguments, e.g. queue.type or a dead-letter setting, cannot be redeclared: delete it, or set the dead-letter arguments with a RabbitMQ policy)",
                 queue.name
             ),
         )

@@ -22,21 +22,21 @@
 //! - **Never blocks the loop on the caller**: requests are queued with `try_send` into a channel
 //!   sized for the publish window plus the acks that can be outstanding.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
-    Packet, PubAck, Publish, QoS, Request, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
-    Transport as MqttWire,
-};
+use rumqttc::{AsyncClient, Publish, QoS, SubscribeFilter, SubscribeReasonCode};
 use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::address::{Endpoint, Scheme};
+mod eventloop;
+
+pub use self::eventloop::describe;
+use self::eventloop::{mqtt_options, run};
+use super::address::Endpoint;
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
 use crate::message::Delivery;
@@ -65,6 +65,8 @@ pub struct ConnSettings {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Bearer token sent as `Authorization` header on the WebSocket upgrade.
     pub token: Option<String>,
+    /// OAuth2 bearer tokens for the WebSocket upgrade, fetched on every (re)connect.
+    pub bearer: Option<Arc<super::oauth::Bearer>>,
     /// Publishes queued or unacknowledged at once.
     pub window: usize,
     /// Acks and other requests that may be queued besides publishes.
@@ -140,6 +142,9 @@ pub struct Conn {
     acks_queued: Notify,
     connected: watch::Sender<Option<u64>>,
     last_error: Mutex<Option<String>>,
+    /// `Some(reason)` while the broker's answer to the latest CONNECT was a refusal (bad
+    /// credentials, client id rejected, …): emits waiting for this connection fail at once.
+    refused: watch::Sender<Option<String>>,
     closing: AtomicBool,
     stop: Notify,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -175,6 +180,7 @@ impl Conn {
             acks_queued: Notify::new(),
             connected: watch::channel(None).0,
             last_error: Mutex::new(None),
+            refused: watch::channel(None).0,
             closing: AtomicBool::new(false),
             stop: Notify::new(),
             task: Mutex::new(None),
@@ -216,13 +222,27 @@ impl Conn {
         qos: QoS,
         deadline: Instant,
     ) -> Result<PublishReply> {
+        self.publish_retain(topic, payload, qos, false, deadline)
+            .await
+    }
+
+    /// [`Conn::publish`] with the RETAIN flag as given (`true`: the broker keeps the message for
+    /// later subscribers; an empty retained payload removes the kept one).
+    pub async fn publish_retain(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        qos: QoS,
+        retain: bool,
+        deadline: Instant,
+    ) -> Result<PublishReply> {
         if self.closing.load(Ordering::Acquire) {
-            return Err(closed(&topic));
+            return Err(Error::closed(&topic));
         }
         let permit =
             match tokio::time::timeout_at(deadline, self.window.clone().acquire_owned()).await {
                 Ok(Ok(p)) => p,
-                Ok(Err(_)) => return Err(closed(&topic)),
+                Ok(Err(_)) => return Err(Error::closed(&topic)),
                 Err(_) => return Err(self.timeout_error(&topic)),
             };
         let (tx, rx) = oneshot::channel();
@@ -234,13 +254,13 @@ impl Conn {
         };
         let mut fifo = lock(&self.fifo);
         fifo.push_back(waiter);
-        if let Err(e) = self.client.try_publish(topic.clone(), qos, false, payload) {
+        if let Err(e) = self.client.try_publish(topic.clone(), qos, retain, payload) {
             fifo.pop_back();
             return Err(match e {
                 rumqttc::ClientError::TryRequest(_) | rumqttc::ClientError::Request(_)
                     if self.closing.load(Ordering::Acquire) =>
                 {
-                    closed(&topic)
+                    Error::closed(&topic)
                 }
                 _ => Error::new(
                     ErrorCode::ConnectionFailed,
@@ -252,6 +272,50 @@ impl Conn {
             });
         }
         Ok(rx)
+    }
+
+    /// Waits for a queued publish's confirmation until `deadline`. A broker that refuses our
+    /// connection fails the emit at once instead. (As after a timeout, the queued publish may still
+    /// go out once the broker accepts us: delivery stays at least once.)
+    pub async fn confirmation(
+        &self,
+        topic: &str,
+        rx: PublishReply,
+        deadline: Instant,
+    ) -> Result<()> {
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, rx) => match r {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(Error::closed(topic)),
+                Err(_) => Err(self.timeout_error(topic)),
+            },
+            reason = self.refusal() => Err(self.refused_error(topic, &reason)),
+        }
+    }
+
+    /// Resolves with the broker's reason once it refuses a connection attempt (at once when the
+    /// latest attempt was refused); pending while connecting or connected.
+    pub async fn refusal(&self) -> String {
+        let mut rx = self.refused.subscribe();
+        let reason = match rx.wait_for(Option::is_some).await {
+            Ok(r) => r.clone(),
+            Err(_) => None,
+        };
+        match reason {
+            Some(r) => r,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The error for an emit while the broker refuses our connections.
+    pub fn refused_error(&self, topic: &str, reason: &str) -> Error {
+        Error::new(
+            ErrorCode::ConnectionFailed,
+            format!(
+                "cannot emit '{topic}': {reason} ({}); check the user name, password or token and the client id",
+                self.settings.endpoint
+            ),
+        )
     }
 
     /// The error for a publish that got no answer in time.
@@ -363,302 +427,6 @@ impl Drop for Conn {
             t.abort();
         }
     }
-}
-
-fn closed(topic: &str) -> Error {
-    Error::new(
-        ErrorCode::Closed,
-        format!("cannot emit '{topic}': the messaging service was shut down"),
-    )
-}
-
-fn mqtt_options(s: &ConnSettings) -> Result<MqttOptions> {
-    let e = &s.endpoint;
-    let mut o = match e.scheme {
-        Scheme::Tcp | Scheme::Tls => MqttOptions::new(&s.client_id, &e.host, e.port),
-        Scheme::Ws | Scheme::Wss => MqttOptions::new(&s.client_id, e.websocket_url(), e.port),
-    };
-    let tls = || {
-        s.tls
-            .clone()
-            .map(TlsConfiguration::Rustls)
-            .ok_or_else(|| Error::new(ErrorCode::Internal, "TLS configuration missing"))
-    };
-    o.set_transport(match e.scheme {
-        Scheme::Tcp => MqttWire::Tcp,
-        Scheme::Tls => MqttWire::Tls(tls()?),
-        Scheme::Ws => MqttWire::Ws,
-        Scheme::Wss => MqttWire::Wss(tls()?),
-    });
-    if e.scheme.is_websocket() {
-        if let Some(token) = &s.token {
-            let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| Error::config("token contains characters not allowed in a header"))?;
-            o.set_request_modifier(move |mut req: http::Request<()>| {
-                req.headers_mut()
-                    .insert(http::header::AUTHORIZATION, value.clone());
-                async move { req }
-            });
-        }
-    }
-    o.set_keep_alive(s.keep_alive);
-    o.set_clean_session(s.clean_session);
-    o.set_manual_acks(s.manual_acks);
-    o.set_inflight(u16::try_from(s.window.clamp(1, 65_000)).unwrap_or(65_000));
-    // The MQTT maximum; the broker enforces its own limit.
-    o.set_max_packet_size(268_435_455, 268_435_455);
-    if let Some(user) = &s.username {
-        o.set_credentials(user.clone(), s.password.clone().unwrap_or_default());
-    }
-    Ok(o)
-}
-
-/// A readable reason for a connection error (never contains credentials).
-pub fn describe(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::ConnectionRefused(code) => format!(
-            "the broker refused the connection: {}",
-            match code {
-                ConnectReturnCode::BadUserNamePassword => "bad user name or password",
-                ConnectReturnCode::NotAuthorized => "not authorized",
-                ConnectReturnCode::BadClientId => "client id rejected",
-                ConnectReturnCode::ServiceUnavailable => "service unavailable",
-                ConnectReturnCode::RefusedProtocolVersion => "MQTT 3.1.1 not supported",
-                ConnectReturnCode::Success => "unknown reason",
-            }
-        ),
-        ConnectionError::NetworkTimeout => "connect timed out".into(),
-        other => other.to_string(),
-    }
-}
-
-fn backoff(s: &ConnSettings, failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    let base = s
-        .reconnect_delay
-        .saturating_mul(1u32 << exp)
-        .min(s.max_reconnect_delay);
-    let ms = base.as_millis() as u64;
-    let spread = ms / 5;
-    Duration::from_millis(ms - spread + fastrand::u64(0..=spread * 2))
-}
-
-async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<dyn Events>>) {
-    let mut inflight: HashMap<u16, Waiter> = HashMap::new();
-    let mut collided: Option<(u16, Waiter)> = None;
-    let mut sub_wait: HashMap<u16, SubTicket> = HashMap::new();
-    let mut held: VecDeque<Request> = VecDeque::new();
-    let mut epoch = 0u64;
-    let mut failures = 0u32;
-    let mut ever_connected = false;
-    let log = conn.log.clone();
-    loop {
-        let polled = el.poll().await;
-        if polled.is_ok() {
-            write_acks(&mut el, &conn, epoch, &polled).await;
-        }
-        match polled {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                // Put back what was queued or unacknowledged when the connection was lost, also
-                // when the broker has no session for us (rumqttc would drop it then).
-                while let Some(r) = held.pop_back() {
-                    el.pending.push_front(r);
-                }
-                conn.set_last_error(None);
-                if ever_connected {
-                    log.info(&format!("reconnected {}", conn.label()));
-                    if !ack.session_present && !conn.settings.clean_session {
-                        log.warn(&format!(
-                            "the broker kept no session for {}: messages published while it was disconnected are lost for it",
-                            conn.label()
-                        ));
-                    }
-                } else {
-                    log.info(&format!("connected {}", conn.label()));
-                }
-                ever_connected = true;
-                failures = 0;
-                if conn.closing.load(Ordering::Acquire) {
-                    let _ = conn.client.try_disconnect();
-                }
-                conn.connected.send_replace(Some(epoch));
-                if let Some(ev) = &events {
-                    ev.connected(epoch, ack.session_present);
-                }
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let Some(ev) = &events else { continue };
-                let Some(mut d) = ev.publish(p, epoch) else {
-                    continue;
-                };
-                // Back-pressure: while the engine is saturated the socket is not read, but acks
-                // keep being written, so processed messages are confirmed without delay.
-                loop {
-                    match ev.deliveries().try_send(d) {
-                        Ok(()) => break,
-                        Err(mpsc::error::TrySendError::Closed(_)) => break,
-                        Err(mpsc::error::TrySendError::Full(back)) => d = back,
-                    }
-                    tokio::select! {
-                        r = ev.deliveries().reserve() => {
-                            if let Ok(permit) = r {
-                                permit.send(d);
-                            }
-                            break;
-                        }
-                        _ = conn.acks_queued.notified() => {
-                            write_acks(&mut el, &conn, epoch, &Ok(Event::Outgoing(Outgoing::PingReq))).await;
-                        }
-                    }
-                }
-            }
-            Ok(Event::Incoming(Packet::PubAck(a))) => {
-                if let Some(w) = inflight.remove(&a.pkid) {
-                    w.finish(Ok(()));
-                }
-            }
-            Ok(Event::Incoming(Packet::SubAck(s))) => {
-                if let (Some(t), Some(ev)) = (sub_wait.remove(&s.pkid), &events) {
-                    ev.subscribed(t, s.return_codes);
-                }
-            }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                if pkid != 0 && inflight.contains_key(&pkid) {
-                    continue; // a retransmission after a reconnect
-                }
-                let w = match collided.take() {
-                    Some((cp, w)) if cp == pkid => Some(w),
-                    other => {
-                        collided = other;
-                        lock(&conn.fifo).pop_front()
-                    }
-                };
-                if let Some(mut w) = w {
-                    w.permit.take();
-                    if pkid == 0 {
-                        w.finish(Ok(()));
-                    } else {
-                        inflight.insert(pkid, w);
-                    }
-                }
-            }
-            Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
-                if let Some(w) = lock(&conn.fifo).pop_front() {
-                    collided = Some((pkid, w));
-                }
-            }
-            Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => {
-                if let Some(t) = lock(&conn.subs).pop_front() {
-                    sub_wait.insert(pkid, t);
-                }
-            }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                if conn.closing.load(Ordering::Acquire) {
-                    break;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                {
-                    let mut g = lock(&conn.epoch);
-                    *g += 1;
-                    epoch = *g;
-                }
-                // Acks queued before the epoch changed are dropped here (see module doc).
-                el.clean();
-                {
-                    let mut q = lock(&conn.acks);
-                    q.wake = false;
-                    q.queued.clear();
-                }
-                held.extend(el.pending.drain(..));
-                sub_wait.clear();
-                conn.connected.send_replace(None);
-                if conn.closing.load(Ordering::Acquire) {
-                    break;
-                }
-                failures = failures.saturating_add(1);
-                let why = describe(&e);
-                conn.set_last_error(Some(why.clone()));
-                let delay = backoff(&conn.settings, failures);
-                if failures == 1 || failures.is_power_of_two() {
-                    let what = if ever_connected && failures == 1 {
-                        "lost the connection"
-                    } else {
-                        "cannot connect"
-                    };
-                    let line = format!(
-                        "{what} ({}): {why}; retrying in {} ms (attempt {failures})",
-                        conn.label(),
-                        delay.as_millis()
-                    );
-                    if failures >= 4 {
-                        log.error(&line)
-                    } else {
-                        log.warn(&line)
-                    }
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = conn.stop.notified() => {}
-                }
-                if conn.closing.load(Ordering::Acquire) {
-                    break;
-                }
-            }
-        }
-    }
-    conn.connected.send_replace(None);
-    let why = || {
-        Error::new(
-            ErrorCode::Closed,
-            "the emit was not confirmed by the broker before the messaging service was shut down",
-        )
-    };
-    for (_, w) in inflight.drain() {
-        w.finish(Err(why()));
-    }
-    if let Some((_, w)) = collided.take() {
-        w.finish(Err(why()));
-    }
-    let rest: Vec<Waiter> = lock(&conn.fifo).drain(..).collect();
-    for w in rest {
-        w.finish(Err(why()));
-    }
-}
-
-/// Writes the queued acks of connection `epoch` to the socket in one flush.
-async fn write_acks(
-    el: &mut EventLoop,
-    conn: &Conn,
-    epoch: u64,
-    polled: &std::result::Result<Event, ConnectionError>,
-) {
-    let queued = {
-        let mut q = lock(&conn.acks);
-        if matches!(polled, Ok(Event::Outgoing(Outgoing::PubAck(_)))) {
-            q.wake = false;
-        }
-        if q.queued.is_empty() {
-            return;
-        }
-        std::mem::take(&mut q.queued)
-    };
-    let Some(network) = el.network.as_mut() else {
-        return; // not connected: the broker redelivers these messages
-    };
-    for (pkid, e) in queued {
-        if e == epoch
-            && network
-                .write(Packet::PubAck(PubAck::new(pkid)))
-                .await
-                .is_err()
-        {
-            return;
-        }
-    }
-    // A failure shows up as an error of the next poll.
-    let _ = network.flush().await;
 }
 
 /// The filters of `set` that are not in `current`, and those of `current` no longer in `set`.
