@@ -13,6 +13,7 @@ export type NativeMessagingErrorCode =
   | 'CLOSED'
   | 'IO_ERROR'
   | 'REJECTED'
+  | 'TOKEN_FAILED'
   | 'INTERNAL'
 
 export declare const codes: { readonly [K in NativeMessagingErrorCode]: K }
@@ -36,11 +37,47 @@ export interface NativeMessagingOptions {
   maxInFlight?: number
   /** Deliveries handed to JavaScript in one call (default 100). */
   maxBatch?: number
+  /** A message whose handlers have not settled within this many ms counts as failed (redelivered, then dead-lettered); default: no limit. */
+  handlerTimeout?: number
   /** With an `on('*')` handler, consume every topic (default false). */
   forceListening?: boolean
   publishPrefix?: string
   subscribePrefix?: string
+  /** `'cloudevents'`: outbound headers are completed to a CloudEvents 1.0 event and validated (`INVALID_DATA_FORMAT` otherwise). */
+  format?: 'cloudevents'
+  /** A string `data` is sent as `{ message: data }`, as @sap/cds's `structured: true`. */
+  structured?: boolean
 }
+
+/** Options of `native-local-messaging` (the common options only). */
+export interface NativeLocalMessagingOptions extends NativeMessagingOptions {}
+
+/** Options of `native-composite-messaging`. */
+export interface NativeCompositeMessagingOptions {
+  kind: string
+  /** `{ <cds.requires name>: [glob, …] }`; `**`, `*`, `?` as in CAP, anchored, other characters literal. */
+  routes: { [service: string]: string | Array<string | { event: string }> }
+  /** Topics no route matches: `'error'` (default: the emit fails with `NO_ROUTE`), `'drop'`, or a service name. */
+  unmatched?: 'error' | 'drop' | (string & {})
+}
+
+/** What `onFailure` decides for a message: drop it as handled, give up now, or the default policy. */
+export type FailureDecision = 'ack' | 'dead-letter' | 'retry' | undefined | void
+
+/** The delivery of a failed message. */
+export interface FailureInfo {
+  /** This delivery's attempt (1 = first). */
+  attempt: number
+  /** The effective `maxAttempts`. */
+  maxAttempts: number
+}
+
+/** The hook of {@link NativeMessagingService.onFailure}. */
+export type FailureHook = (
+  err: Error & { code?: string; unrecoverable?: boolean },
+  msg: { event: string; data: unknown; headers: Record<string, unknown>; inbound?: boolean },
+  info: FailureInfo
+) => FailureDecision | Promise<FailureDecision>
 
 /** Options of `native-file-based-messaging`. */
 export interface NativeFileBasedMessagingOptions extends NativeMessagingOptions {
@@ -89,15 +126,34 @@ export interface NativeMqttMessagingOptions extends NativeMessagingOptions {
   key?: string
   /** OAuth bearer token for the WebSocket upgrade (ws://, wss://). */
   token?: string
+  /** OAuth2 client credentials for the WebSocket upgrade (ws://, wss://): a fresh token on every (re)connect. Default: the Event Mesh entry's `oa2`. */
+  oauth?: OAuth2Credentials
   /** Shared-subscription group: several instances split the messages. */
   sharedGroup?: string
-  /** Base topic of dead letters (default `dead-letter/<clientId>`); a dead letter goes to `<deadLetterTopic>/<topic>`. */
+  /** Base topic of dead letters (default `dead-letter/<clientId>`); a dead letter goes to `<deadLetterTopic>/<topic>/<id>` (`<id>`: `<ms since the epoch>-<random>`). */
   deadLetterTopic?: string
+  /** Publish dead letters retained, so the broker keeps each until `cds-native-messaging dead-letters` redelivers or purges it (default `true`; turn off for brokers without retained messages). */
+  deadLetterRetain?: boolean
   /** How long an emit waits for its confirmation (default 30000). */
   publishTimeout?: number
   /** First reconnect delay (default 250); doubles up to maxReconnectDelay (default 10000). */
   reconnectDelay?: number
   maxReconnectDelay?: number
+  /** A service binding: `url`/`uri`, `username`/`user`, `password` (cds masks `password` in its logs), `ca`, `cert`, `key`, `token`, or SAP Event Mesh's `messaging` list. */
+  credentials?: {
+    url?: string
+    uri?: string
+    username?: string
+    user?: string
+    password?: string
+    ca?: string
+    cert?: string
+    key?: string
+    token?: string
+    messaging?: Array<{ protocol?: string | string[]; uri?: string; token?: string; oa2?: { token?: string } }>
+  }
+}
+
 /** Options of `native-amqp-messaging`. Durations in milliseconds. */
 export interface NativeAmqpMessagingOptions extends NativeMessagingOptions {
   /** `amqp[s]://[user:password@]host[:port][/vhost]` (or `credentials.url`). */
@@ -127,7 +183,7 @@ export interface NativeAmqpMessagingOptions extends NativeMessagingOptions {
     maxReconnectDelay?: number
   }
   /** The consuming queue (default name derived from the app, like @sap/cds's `$appId`). */
-  queue?: string | { name?: string; provision?: boolean; type?: 'classic' | 'quorum' | string; deadLetterExchange?: string; deadLetterRoutingKey?: string }
+  queue?: string | { name?: string; provision?: boolean; type?: 'classic' | 'quorum' | string; deadLetterExchange?: string; deadLetterRoutingKey?: string; deadLetterQueue?: string }
   /** Link credit of the receiver (default 2 × maxInFlight). */
   prefetch?: number
   /** 0 = send settled (at-most-once); 1 = wait for the broker's outcome (default). */
@@ -142,6 +198,64 @@ export interface NativeAmqpMessagingOptions extends NativeMessagingOptions {
   namespace?: string
   /** Address templates of the generic profile. */
   addresses?: { publish: string; consume: string; anonymous?: boolean; topicFrom?: 'to' | 'subject' | 'routing-key'; retry?: 'released' | 'modified' | 'rejected'; deadLetter?: 'released' | 'modified' | 'rejected' }
+  /** OAuth2 client credentials for a `ws://`/`wss://` gateway (default `credentials.oa2`): a bearer token on every (re)connect. */
+  oauth?: OAuth2Credentials
+}
+
+/** OAuth2 client credentials as in an SAP Event Mesh binding's `oa2` (either spelling). */
+export interface OAuth2Credentials {
+  clientid?: string
+  client?: string
+  clientsecret?: string
+  secret?: string
+  tokenendpoint?: string
+  endpoint?: string
+  granttype?: string
+}
+
+/** An SAP Event Mesh service binding (`credentials`), as `cds bind` / VCAP_SERVICES provide it. */
+export interface EventMeshCredentials {
+  namespace?: string
+  messaging?: Array<{ protocol?: string | string[]; broker?: { type?: string }; uri?: string; oa2?: OAuth2Credentials }>
+  management?: Array<{ uri?: string; oa2?: OAuth2Credentials }>
+  /** Mutual TLS: the token comes from `certurl + /oauth/token` with this certificate. */
+  uaa?: { certificate?: string; key?: string; certurl?: string }
+  serviceinstanceid?: string
+}
+
+/** The queue of an Event Mesh kind: `name` (default `$namespace/$appId`), every other key is the queue configuration sent when it is created. */
+export type EventMeshQueue = string | ({ name?: string; deadMsgQueue?: string; maxQueueSizeInBytes?: number; maxMessageSizeInBytes?: number; respectTtl?: boolean; maxRedeliveryCount?: number } & { [config: string]: unknown })
+
+/** Options of `native-enterprise-messaging-shared` / `native-event-mesh-shared` (AMQP 1.0 over WebSocket). */
+export interface NativeEnterpriseMessagingSharedOptions extends Omit<NativeAmqpMessagingOptions, 'url' | 'credentials' | 'queue' | 'oauth'> {
+  credentials?: EventMeshCredentials
+  queue?: EventMeshQueue
+  /** Base path of the management API (default `/hub/rest/api/v1/management/messaging`; `/sap-event-mesh/rest/api/v1` for native-event-mesh-shared). */
+  managementBasePath?: string
+  /** Multitenancy only: `false` gives the provider no queue (subscriptions, webhook) at startup; only subscriber tenants get them, on their subscribe (default true). */
+  deployForProvider?: boolean
+}
+
+/** Options of `native-enterprise-messaging` / `native-event-mesh` (HTTP REST, inbound by webhook or pull). */
+export interface NativeEnterpriseMessagingOptions extends NativeMessagingOptions {
+  credentials?: EventMeshCredentials
+  queue?: EventMeshQueue
+  /** Base path of the management API. */
+  managementBasePath?: string
+  /** `x-qos` of publishes (default 1). */
+  qos?: 0 | 1
+  /** Bound of one HTTP request (default 30000). */
+  requestTimeout?: number
+  /** Webhook registration (as @sap/cds), or `false` for pull mode. */
+  webhook?: false | ({ waitingPeriod?: number } & { [option: string]: unknown })
+  /** `'webhook'` (default) or `'pull'` (consume the queue; no public URL needed). */
+  inbound?: 'webhook' | 'pull'
+  /** Pull mode: pause after the queue was found empty (default 1000). */
+  pull?: { interval?: number }
+  /** Retries of one management call on 429/5xx/network errors (default 10). */
+  maxRetries?: number
+  /** Multitenancy only: `false` gives the provider no queue (subscriptions, webhook) at startup; only subscriber tenants get them, on their subscribe (default true). */
+  deployForProvider?: boolean
 }
 
 /** A message that exhausted its attempts (kept in memory by the local kind). */
@@ -152,14 +266,77 @@ export interface DeadLetter {
   error: string
 }
 
+/** Counters of one messaging service (`srv.stats()`). */
+export interface MessagingStats {
+  emitted: number
+  emitFailures: number
+  /** Hand-overs to the handlers, redeliveries included. */
+  delivered: number
+  acked: number
+  redelivered: number
+  deadLettered: number
+  inFlight: number
+  /** Connections re-established after a loss. */
+  reconnects: number
+  /** The last error; `at` in ms since the epoch. */
+  lastError?: { kind: string; message: string; at: number }
+}
+
+/** One inbound message as a batch handler sees it (see {@link NativeMessagingService.onBatch}). */
+export interface BatchMessage<T = any> {
+  /** The event name given to `onBatch` (prefixes removed). */
+  event: string
+  data: T
+  headers: Record<string, any>
+  inbound: true
+}
+
+/**
+ * A batch handler: the messages of one event from one delivery batch, in delivery order, handled in
+ * one CAP transaction (`cds.context.tx`; `this` is the service's transaction object).
+ */
+export type BatchHandler<T = any> = (this: cds.MessagingService, msgs: Array<BatchMessage<T>>) => any
+
+/** One message of {@link NativeMessagingService.emitMany}. */
+export interface OutboundMessage<T = any> {
+  event: string
+  data?: T
+  headers?: Record<string, any>
+}
+
+/** The result of {@link NativeMessagingService.emitMany} for one message (`Promise.allSettled`'s shape). */
+export type EmitResult = PromiseSettledResult<void>
+
 /** Base class of every native kind. */
 export declare class NativeMessagingService extends cds.MessagingService {
+  /**
+   * Opt-in batched inbound processing: `handler(msgs)` receives the messages of `event` that one
+   * delivery batch (up to `maxBatch`) holds, and runs in one CAP transaction for all of them. When it
+   * throws, the transaction is rolled back and every message of the batch is processed alone
+   * (`handler([msg])`, its own transaction, delivery order): only a message that fails alone is
+   * redelivered or dead-lettered; each is acknowledged after its own success. Redeliveries, and every
+   * message of an event that also has plain `on`/`before`/`after` handlers (or `'*'`), go one by one.
+   */
+  onBatch<T = any>(event: string | string[], handler: BatchHandler<T>): this
+  /**
+   * Bulk emit: all messages go to the engine in one publish call. Resolves (never rejects for a
+   * message's failure) with one result per message, in order; rejects with `INVALID_CONFIG` when
+   * `messages` is not an array. With `outboxed: true` each message goes through `emit` into the outbox.
+   */
+  emitMany<T = any>(messages: Array<OutboundMessage<T>>): Promise<EmitResult[]>
   /** Starts consuming; called at `cds.once('listening')` (call it yourself in a script without a server). */
   startListening(): Promise<void>
   /** Dead letters kept in memory (local kind), oldest first. */
   deadLetters(): DeadLetter[]
+  /** The engine's counters (always on). */
+  stats(): MessagingStats
   /** Stops consuming and releases every native resource; idempotent. */
   disconnect(): Promise<void>
+  /**
+   * The application's error hook, called when handlers fail or a message cannot be parsed
+   * (`err.code === 'INVALID_DATA_FORMAT'`); returns `'ack'`, `'dead-letter'`, or `'retry'` / nothing.
+   */
+  onFailure(hook: FailureHook): this
 }
 
 /** `native-local-messaging`. */
@@ -210,3 +387,21 @@ export declare class NativeRedisMessaging extends NativeMessagingService {}
 export declare class NativeMqttMessaging extends NativeMessagingService {}
 /** `native-amqp-messaging`. */
 export declare class NativeAmqpMessaging extends NativeMessagingService {}
+
+/** `native-enterprise-messaging-shared` / `native-event-mesh-shared`: SAP Event Mesh over AMQP 1.0 on WebSocket. */
+export declare class NativeEnterpriseMessagingShared extends NativeAmqpMessaging {}
+
+/** `native-enterprise-messaging` / `native-event-mesh`: SAP Event Mesh over HTTP REST. */
+export declare class NativeEnterpriseMessaging extends NativeAmqpMessaging {}
+
+/** `native-composite-messaging`: routes each topic to the child services whose patterns match it. */
+export declare class NativeCompositeMessaging extends cds.MessagingService {
+  /** The routing table as configured. */
+  routes(): Array<{ service: string; patterns: string[] }>
+  /** The child services a topic goes to (throws `NO_ROUTE` when none matches and unmatched is 'error'). */
+  route(topic: string): string[]
+  /** `onBatch` on every child the event routes to (each child batches its own deliveries). */
+  onBatch<T = any>(event: string | string[], handler: BatchHandler<T>): this
+  /** Each message through `emit` (routed); one result per message. */
+  emitMany<T = any>(messages: Array<OutboundMessage<T>>): Promise<EmitResult[]>
+}

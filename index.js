@@ -26,5 +26,11 @@ module.exports = {
   },
   get NativeAmqpMessaging() {
     return require('./srv/amqp-messaging')
+  },
+  get NativeEnterpriseMessagingShared() {
+    return require('./srv/enterprise-messaging-shared')
+  },
+  get NativeEnterpriseMessaging() {
+    return require('./srv/enterprise-messaging')
   }
 }

@@ -1,5 +1,5 @@
 'use strict'
-const cds = require('@sap/cds')
+const { cds } = require('./cds')
 
 /**
  * Runs `init` (a MessagingService's super.init) and narrows the `cds.on('subscribe')` bridge it

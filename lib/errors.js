@@ -14,6 +14,7 @@ const codes = Object.freeze({
   CLOSED: 'CLOSED',
   IO_ERROR: 'IO_ERROR',
   REJECTED: 'REJECTED',
+  TOKEN_FAILED: 'TOKEN_FAILED',
   INTERNAL: 'INTERNAL'
 })
 
@@ -26,20 +27,44 @@ class NativeMessagingError extends Error {
   }
 }
 
-const CODED = /^([A-Z][A-Z_]+): ([\s\S]*)$/
-
-/** Turns a `"CODE: message"` string from the native engine into a NativeMessagingError. */
-function fromCoded(text, cause) {
-  const m = CODED.exec(text)
-  if (m && m[1] in codes) return new NativeMessagingError(m[1], m[2], cause ? { cause } : undefined)
-  return new NativeMessagingError(codes.INTERNAL, text, cause ? { cause } : undefined)
+/** The error for a `Failure { code, message, retryAfter?, unrecoverable? }` the native engine resolved to. */
+function fromFailure(f, cause) {
+  const code = f && f.code in codes ? f.code : codes.INTERNAL
+  const err = new NativeMessagingError(code, String(f?.message ?? f), cause ? { cause } : undefined)
+  // What CAP's outbox reads: how long the broker asked to wait, and that retrying cannot help.
+  if (typeof f?.retryAfter === 'number') err.retryAfter = f.retryAfter
+  if (f?.unrecoverable === true) err.unrecoverable = true
+  return err
 }
 
-/** Wraps an error thrown by the native engine (keeps it as `cause`). */
+/**
+ * Wraps an error thrown by the native engine (keeps it as `cause`). Its `code` is set natively;
+ * an error of napi itself (e.g. an argument of the wrong type) becomes `INTERNAL`.
+ */
 function fromNative(err) {
   if (err instanceof NativeMessagingError) return err
-  if (err && typeof err.message === 'string') return fromCoded(err.message, err)
+  if (err && typeof err.message === 'string') return new NativeMessagingError(err.code in codes ? err.code : codes.INTERNAL, err.message, { cause: err })
   return new NativeMessagingError(codes.INTERNAL, String(err))
 }
 
-module.exports = { NativeMessagingError, codes, fromCoded, fromNative }
+/** Whether `r` is a `Failure { code, message }` of a native operation. */
+function isFailure(r) {
+  return r !== null && typeof r === 'object' && !Array.isArray(r) && typeof r.code === 'string' && typeof r.message === 'string'
+}
+
+/**
+ * Awaits a native operation that resolves to its value or to a `Failure`: resolves to the value,
+ * or rejects with a NativeMessagingError (also when the call itself threw).
+ */
+async function settled(pending) {
+  let r
+  try {
+    r = await pending
+  } catch (e) {
+    throw fromNative(e)
+  }
+  if (isFailure(r)) throw fromFailure(r)
+  return r
+}
+
+module.exports = { NativeMessagingError, codes, fromFailure, fromNative, settled }

@@ -1,46 +1,72 @@
 'use strict'
-const cds = require('@sap/cds')
+const { randomUUID } = require('node:crypto')
+const { cds, checkSingleCds } = require('../lib/cds')
 const { native } = require('../lib/native')
 const { withNarrowedBridge } = require('../lib/bridge')
-const { NativeMessagingError, codes, fromCoded, fromNative } = require('../lib/errors')
+const { NativeMessagingError, codes, fromFailure, fromNative } = require('../lib/errors')
+const { canonical, number, str, COMMON } = require('../lib/options')
+const { guardHandler, describeFailure } = require('../lib/handler-errors')
+const { deliverBatch } = require('../lib/deliver')
+const { BATCH, BULK, onBatchHandlers, batchableHandlers, processGroup, emitMany } = require('../lib/batch')
+const { serializeOrReject, scheduleSubscribe, flushSubscribe } = require('../lib/outbound')
+const { runHandlers, isNested, splitNested } = require('../lib/nested')
+const { captureContext, deliversHere, deliverHere } = require('../lib/in-process')
+const trace = require('../lib/trace')
 
-const COMMON_OPTIONS = ['maxAttempts', 'retryDelay', 'maxRetryDelay', 'maxInFlight', 'maxBatch']
+const COMMON_NUMBERS = ['maxAttempts', 'retryDelay', 'maxRetryDelay', 'maxInFlight', 'maxBatch']
 
 /**
  * Base class of every native kind. Keeps the contract of `cds.MessagingService` (`init`, `handle`,
  * `message4`, `processInboundMsg`, the declared-event bridge, the outbox) and hands everything below
  * it to one native engine.
  *
- * Subclasses implement `engineOptions(options)` (option mapping only) and may override
- * `serialize(msg)` / `deserialize(topic, json)` for their wire format.
+ * Subclasses implement `engineOptions(options, warn)` (option mapping only), declare their option
+ * keys in `static optionKeys`, and may override `serialize(msg)` / `deserialize(topic, json)` for
+ * their wire format.
  */
 class NativeMessagingService extends cds.MessagingService {
+  /** The option keys of this kind (besides {@link COMMON}); a nested object maps its own keys. */
+  static optionKeys = {}
+
   async init() {
+    checkSingleCds()
     const { NativeEngine } = native()
+    // Warnings of the option mapping are logged once `this.LOG` exists (super.init creates it).
+    const warnings = []
+    const warn = message => warnings.push(message)
     let opts
     try {
-      opts = { ...mapCommon(this.options), ...this.engineOptions(this.options || {}), name: this.name }
+      opts = this._nativeOptions(warn)
     } catch (e) {
+      flush(cds.log(this.name), this.name, warnings)
       throw fromNative(e)
     }
     const log = (level, message) => {
       const LOG = this.LOG
       if (LOG && LOG[`_${level}`] !== false && typeof LOG[level] === 'function') LOG[level](message)
     }
-    this._maxAttempts = opts.maxAttempts ?? 3
+    this._handlerTimeout = number('handlerTimeout', this.options.handlerTimeout)
     try {
       this._engine = new NativeEngine(opts, log)
     } catch (e) {
+      flush(cds.log(this.name), this.name, warnings)
       throw fromNative(e)
     }
     // Mutable state lives in one object: cds runs `handle` on transaction objects derived from the
     // service (Object.create), where assigning `this.x = …` would only shadow the service's field.
-    this._native = { outgoing: [], listening: false, closed: false, onFailure: null }
+    this._native = { outgoing: [], listening: false, closed: false, onFailure: null, matched: new Map(), inProcess: null, counted: { delivered: 0, acked: 0 }, service: this }
     await withNarrowedBridge(() => super.init())
+    flush(this.LOG, this.name, warnings)
     this._onShutdown = () => this.disconnect()
     cds.on('shutdown', this._onShutdown)
     if (this.listenImmediately) this.startListening()
     else cds.once('listening', () => this.startListening())
+  }
+
+  /** The native engine's options: `this.options` with canonical keys, the common options and the kind's mapping (also used by the CLI). */
+  _nativeOptions(warn) {
+    this.options = canonical(this.options || {}, { ...COMMON, ...this.constructor.optionKeys }, warn)
+    return { ...mapCommon(this.options), format: str('format', this.options.format), ...this.engineOptions(this.options, warn), name: this.name }
   }
 
   /** Maps `cds.requires.<service>` to the native engine's options; implemented per kind. */
@@ -50,6 +76,23 @@ class NativeMessagingService extends cds.MessagingService {
 
   /** Whether consumption starts at `init` rather than at `cds.once('listening')`. */
   get listenImmediately() {
+    return false
+  }
+
+  /**
+   * Whether every emit goes to the engine in a publish call of its own, so that it resolves as soon
+   * as its own confirmation arrived (default: the emits of one tick go in one call, which resolves
+   * when the last of them was confirmed).
+   */
+  get publishesEachMessage() {
+    return false
+  }
+
+  /**
+   * Whether the first attempt of an emit is delivered to this service's own handlers in this
+   * process, without the engine (see lib/in-process.js); the engine redelivers what failed.
+   */
+  get deliversInProcess() {
     return false
   }
 
@@ -80,56 +123,119 @@ class NativeMessagingService extends cds.MessagingService {
   }
 
   /**
-   * With `format: 'cloudevents'`: fills the missing CloudEvents attributes (in native code) and
-   * rejects headers that do not form a valid CloudEvents 1.0 event. Headers the app set are kept.
+   * With `format: 'cloudevents'`: fills the missing CloudEvents 1.0 attributes; headers the app set
+   * are kept. The engine validates the result on `publish` (INVALID_DATA_FORMAT naming the attribute).
    */
   prepareHeaders(headers, event) {
     if (this.options.format !== 'cloudevents') return
-    const source = this.bindingNamespace ? `/${this.bindingNamespace.replace(/^\//, '')}` : `/default/sap.cap/${process.pid}`
-    let completed
-    try {
-      completed = native().completeCloudEventHeaders(JSON.stringify(headers), event, source)
-    } catch (e) {
-      throw fromNative(e)
-    }
-    Object.assign(headers, JSON.parse(completed))
+    // (undefined only: a header the app set to null stays, and fails validation, as it is on the wire)
+    const fill = (key, value) => headers[key] === undefined && (headers[key] = value())
+    fill('id', randomUUID)
+    fill('type', () => event)
+    fill('source', () => (this.bindingNamespace ? `/${this.bindingNamespace.replace(/^\//, '')}` : `/default/sap.cap/${process.pid}`))
+    fill('time', () => new Date().toISOString())
+    fill('datacontenttype', () => 'application/json')
+    fill('specversion', () => '1.0')
   }
 
   on(event, ...rest) {
+    // (a handler from `onBatch` is already guarded)
+    if (rest.length && !rest[rest.length - 1]?.[BATCH]) rest[rest.length - 1] = guardHandler(event, rest[rest.length - 1])
     const res = super.on(event, ...rest)
-    if (this._native?.listening) this._subscribe()
+    if (this._native?.listening) scheduleSubscribe(this)
     return res
+  }
+
+  /**
+   * Registers a batch handler for `event` (opt-in; plain `on` is unchanged): `handler(msgs)`
+   * receives an array of inbound messages (`{ event, data, headers, inbound: true }`, delivery
+   * order) and runs in one CAP transaction for all of them. When it throws, the transaction is
+   * rolled back and each message is retried alone (`handler([msg])`, in its own transaction), so
+   * only a failing message is redelivered or dead-lettered. See the README, "Batched inbound".
+   * @param {string | string[]} event
+   * @param {(msgs: object[]) => any} handler
+   */
+  onBatch(event, handler) {
+    for (const e of Array.isArray(event) ? event : [event]) this.on(e, onBatchHandlers(e, handler))
+    if (this._native) this._native.batched = true
+    return this
+  }
+
+  /**
+   * Emits many messages at once (`[{ event, data, headers }, …]`); resolves — never rejects — with
+   * one `Promise.allSettled` entry per message, in order. See the README, "Bulk emit".
+   */
+  emitMany(messages) {
+    return emitMany(this, messages)
   }
 
   async handle(msg) {
     if (msg.inbound) return super.handle(msg)
+    return this._send(msg)
+  }
+
+  /**
+   * The outbound part of `handle`: `message4`, serialise, and queue for this tick's publish call.
+   * `msg[BULK]` (set by `emitMany`) names the messages that may share one publish call on the local kind.
+   */
+  _send(msg) {
+    const bulk = msg[BULK]
     const _msg = this.message4(msg)
+    trace.outbound(_msg)
     if (this.options.structured && typeof _msg.data === 'string') _msg.data = { message: _msg.data }
-    const payload = this.serialize(_msg)
-    if (this.listenImmediately && this._native.started) await this._native.started
+    let payload
+    try {
+      payload = serializeOrReject(m => this.serialize(m), _msg)
+    } catch (e) {
+      return Promise.reject(e)
+    }
+    const nested = isNested(this)
+    // (on the service itself: `handle` may run on a transaction derived from it)
+    if (deliversHere(this, _msg.event)) return deliverHere(this._native.service, _msg.event, payload, nested)
     return new Promise((resolve, reject) => {
       const state = this._native
-      if (state.outgoing.push({ topic: _msg.event, payload, resolve, reject }) === 1) queueMicrotask(() => this._flush())
+      const ce = isCloudEvent(_msg.headers)
+      // A multitenant app's emit carries its tenant (the Event Mesh REST kinds publish with that tenant's token).
+      const t = cds.env.requires.multitenancy ? cds.context?.tenant : undefined
+      const tenant = typeof t === 'string' && t ? t : undefined
+      if (state.outgoing.push({ topic: _msg.event, payload, ce, tenant, resolve, reject, nested, bulk }) === 1) queueMicrotask(() => this._flush())
     })
   }
 
   /** Sends every emit of this tick to the engine in one call. */
   _flush() {
+    flushSubscribe(this)
     const state = this._native
-    const batch = state.outgoing
+    const queued = state.outgoing
     state.outgoing = []
+    for (const [batch, nested] of splitNested(queued)) {
+      // A local emit resolves when its handlers finished, and a publish call resolves when all of
+      // its messages did: each goes in a call of its own, so one whose handler never settles does
+      // not hold the emits of the same tick (issue #14, defect 5).
+      // The messages of one `emitMany` (`bulk`) resolve together anyway: they go in one call.
+      // MQTT: see NativeMqttMessaging#publishesEachMessage.
+      if (this.listenImmediately || this.publishesEachMessage) for (const group of byBulk(batch)) this._publish(group, nested)
+      else this._publish(batch, nested)
+    }
+  }
+
+  _publish(batch, nested) {
     const topics = new Array(batch.length)
     const payloads = new Array(batch.length)
+    const cloudEvents = new Array(batch.length)
+    let tenants
     for (let i = 0; i < batch.length; i++) {
       topics[i] = batch[i].topic
       payloads[i] = batch[i].payload
+      cloudEvents[i] = batch[i].ce
+      if (batch[i].tenant) (tenants ??= new Array(batch.length).fill(null))[i] = batch[i].tenant
     }
-    this._engine.publish(topics, payloads).then(
+    this._engine.publish(topics, payloads, cloudEvents, nested, tenants).then(
       results => {
         for (let i = 0; i < batch.length; i++) {
           const r = results[i]
           if (r == null) batch[i].resolve()
-          else batch[i].reject(fromCoded(r))
+          else batch[i].reject(fromFailure(r))
         }
       },
       err => {
@@ -147,16 +253,19 @@ class NativeMessagingService extends cds.MessagingService {
     this._subscribe()
     const g = this._engine.guarantee()
     this.LOG._info && this.LOG.info(`${this.name}: ${g.summary}`)
-    const started = this._engine.listen(batch => this._deliver(batch))
-    // Emits wait for this where consumption starts at init (local kind): an emit made right after
-    // connect must not find the consumer not yet started and count as "no receivers".
-    state.started = started.then(
-      () => {},
-      () => {}
-    )
+    // (the engine makes every later emit wait until this consumer has started: an emit made right
+    // after connect must not find it not yet started and count as "no receivers")
+    const context = this.deliversInProcess ? captureContext() : null
+    const started = this._engine.listen(batch => this._deliver(batch)).then(f => {
+      if (f) throw fromFailure(f)
+    })
     try {
       await started
+      state.inProcess = context
     } catch (e) {
+      // disconnected before the consumer started: nothing to report (and no unhandled rejection
+      // from the start that init() did not await)
+      if (state.closed) return
       const err = fromNative(e)
       this.LOG.error(`${this.name}: cannot start consuming: ${err.message}`)
       throw err
@@ -169,11 +278,50 @@ class NativeMessagingService extends cds.MessagingService {
   }
 
   /** Called by the engine with a batch; resolves to one outcome per message (null = ack). */
-  _deliver({ topics, payloads, attempts }) {
-    const n = topics.length
-    const all = new Array(n)
-    for (let i = 0; i < n; i++) all[i] = this._process(topics[i], payloads[i], attempts[i])
-    return Promise.all(all)
+  _deliver(batch) {
+    const { topics, subscriptions } = batch
+    // The engine names the subscription (MQTT: the wildcard filter) each topic was delivered for;
+    // `wildcarded(topic)` answers from here instead of matching filters per message.
+    const matched = this._native.matched
+    // (topic → filter does not change while filters are only added; bounded, oldest entries go first)
+    for (let i = 0; i < topics.length; i++) {
+      if (subscriptions[i] === topics[i] || matched.get(topics[i]) === subscriptions[i]) continue
+      matched.set(topics[i], subscriptions[i])
+      if (matched.size > 10000) matched.delete(matched.keys().next().value)
+    }
+    const process = (topic, payload, attempt) => this._process(topic, payload, attempt)
+    return deliverBatch(this._engine, batch, process, this._handlerTimeout, this._native.batched && this._groups(batch))
+  }
+
+  /**
+   * The groups of `batch` for batch handlers: per event whose handlers all come from `onBatch`,
+   * the indices of its first deliveries (a redelivered message is processed alone), with a function
+   * that processes them in one transaction. `undefined` when there is none.
+   */
+  _groups({ topics, payloads, attempts, subscriptions }) {
+    // with CAP's inbox every message goes into it one by one (processInboundMsg)
+    if (this.options.inboxed || this.options.inbox) return undefined
+    let byEvent
+    const subscribed = this.subscribedTopics
+    for (let i = 0; i < topics.length; i++) {
+      if (attempts[i] > 1) continue
+      const event = subscribed.get(subscriptions[i]) ?? subscribed.get(topics[i])
+      if (event === undefined) continue
+      byEvent ??= new Map()
+      const indices = byEvent.get(event)
+      if (indices) indices.push(i)
+      else byEvent.set(event, [i])
+    }
+    if (!byEvent) return undefined
+    const groups = []
+    for (const [event, indices] of byEvent) {
+      if (indices.length < 2) continue
+      const handlers = batchableHandlers(this, event)
+      if (!handlers) continue
+      const items = indices.map(i => ({ topic: topics[i], payload: payloads[i], attempt: attempts[i] }))
+      groups.push({ indices, run: (settle, timeout) => processGroup(this, event, handlers, items, settle, timeout) })
+    }
+    return groups.length ? groups : undefined
   }
 
   async _process(topic, payload, attempt) {
@@ -186,7 +334,7 @@ class NativeMessagingService extends cds.MessagingService {
       return this._failure(err, raw, attempt, true)
     }
     try {
-      await this.processInboundMsg({}, msg)
+      await trace.inbound(this, msg, () => runHandlers(this, () => this.processInboundMsg({}, msg)))
       return null
     } catch (e) {
       return this._failure(e || new Error('handler rejected without an error'), msg, attempt, false)
@@ -211,16 +359,17 @@ class NativeMessagingService extends cds.MessagingService {
     const hook = this._native.onFailure
     if (hook) {
       try {
-        decision = await hook(err, msg, { attempt, maxAttempts: this._maxAttempts })
+        decision = await hook(err, msg, { attempt, maxAttempts: this._engine.maxAttempts })
       } catch (e) {
         this.LOG.error(`${this.name}: the onFailure hook threw for a message on topic '${msg.event}':`, e)
       }
     }
     if (decision === 'ack') return null
+    const { message, code, unrecoverable } = describeFailure(err)
     return {
-      message: String(err.message ?? err),
-      code: err.code == null ? undefined : String(err.code),
-      unrecoverable: decision === 'dead-letter' || (decision !== 'retry' && (unparsable || !!err.unrecoverable || err.code === 'NO_HANDLER_FOUND'))
+      message,
+      code,
+      unrecoverable: decision === 'dead-letter' || (decision !== 'retry' && (unparsable || unrecoverable || code === 'NO_HANDLER_FOUND'))
     }
   }
 
@@ -229,44 +378,61 @@ class NativeMessagingService extends cds.MessagingService {
     return this._engine ? this._engine.deadLetters() : []
   }
 
+  /** The engine's counters: emitted, emitFailures, delivered, acked, redelivered, deadLettered, inFlight, reconnects, lastError. */
+  stats() {
+    return this._engine.stats()
+  }
+
   /** Stops consuming and releases every native resource; idempotent. */
   async disconnect() {
     if (!this._native || this._native.closed) return
     this._native.closed = true
     if (this._onShutdown) cds.off?.('shutdown', this._onShutdown)
+    let failure
     try {
-      await this._engine?.close()
+      failure = await this._engine?.close()
     } catch (e) {
       throw fromNative(e)
     }
+    if (failure) throw fromFailure(failure)
   }
 }
 
-function mapCommon(o = {}) {
+function mapCommon(o) {
   const out = {}
-  for (const k of COMMON_OPTIONS) {
+  for (const k of COMMON_NUMBERS) {
     const v = number(k, o[k])
     if (v !== undefined) out[k] = v
   }
   return out
 }
 
-/** Accepts numbers and numeric strings (values from environment variables); anything else is INVALID_CONFIG. */
-function number(name, v) {
-  if (v === undefined || v === null) return undefined
-  if (typeof v === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(v)) v = Number(v)
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || !Number.isInteger(v))
-    throw new NativeMessagingError(codes.INVALID_CONFIG, `${name} must be a non-negative whole number, got ${JSON.stringify(v)}`)
-  return v
+/** Queued emits in publish calls: one per message, but one per `emitMany` call for its messages. */
+function byBulk(batch) {
+  const groups = []
+  const bulks = new Map()
+  for (const m of batch) {
+    if (m.bulk === undefined) groups.push([m])
+    else if (bulks.has(m.bulk)) bulks.get(m.bulk).push(m)
+    else {
+      const group = [m]
+      bulks.set(m.bulk, group)
+      groups.push(group)
+    }
+  }
+  return groups
 }
 
-function bool(name, v) {
-  if (v === undefined || v === null) return undefined
-  if (v === 'true' || v === 'false') return v === 'true'
-  if (typeof v !== 'boolean') throw new NativeMessagingError(codes.INVALID_CONFIG, `${name} must be true or false, got ${JSON.stringify(v)}`)
-  return v
+function flush(LOG, name, warnings) {
+  for (const w of warnings.splice(0)) LOG.warn(`${name}: ${w}`)
+}
+
+/**
+ * Whether the headers hold the CloudEvents attributes `id`, `source`, `specversion` and `type`:
+ * @sap/cds's broker kinds then send the message as `application/cloudevents+json`.
+ */
+function isCloudEvent(headers) {
+  return !!headers && 'id' in headers && 'source' in headers && 'specversion' in headers && 'type' in headers
 }
 
 module.exports = NativeMessagingService
-module.exports.number = number
-module.exports.bool = bool

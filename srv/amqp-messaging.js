@@ -1,11 +1,7 @@
 'use strict'
-const fs = require('node:fs')
-const cds = require('@sap/cds')
 const NativeMessagingService = require('./NativeMessagingService')
-const { number, bool } = NativeMessagingService
+const { number, bool, str, pem, appId } = require('../lib/options')
 const { NativeMessagingError, codes } = require('../lib/errors')
-
-const PROFILES = ['rabbitmq', 'rabbitmq4', 'event-mesh', 'message-queuing', 'activemq', 'artemis', 'solace', 'azure-service-bus', 'eventter', 'generic']
 
 /**
  * `native-amqp-messaging`: AMQP 1.0 with broker profiles (RabbitMQ 3.x/4.x, SAP Event Mesh, …).
@@ -13,6 +9,27 @@ const PROFILES = ['rabbitmq', 'rabbitmq4', 'event-mesh', 'message-queuing', 'act
  * `JSON.stringify({...headers, data})`.
  */
 class NativeAmqpMessaging extends NativeMessagingService {
+  static optionKeys = {
+    url: true,
+    profile: true,
+    user: true,
+    password: true,
+    vhost: true,
+    sasl: { mechanism: true },
+    tls: { ca: true, cert: true, key: true, rejectUnauthorized: true, servername: true },
+    connection: { containerId: true, idleTimeout: true, connectTimeout: true, reconnectDelay: true, maxReconnectDelay: true, dedicated: true },
+    containerId: true,
+    idleTimeout: true,
+    queue: { name: true, provision: true, type: true, deadLetterExchange: true, deadLetterRoutingKey: true, deadLetterQueue: true },
+    prefetch: true,
+    qos: true,
+    sendTimeout: true,
+    durable: true,
+    exchange: true,
+    namespace: true,
+    addresses: { publish: true, consume: true, anonymous: true, topicFrom: true, retry: true, deadLetter: true }
+  }
+
   async init() {
     // `format: 'cloudevents'` as with @sap/cds enterprise-messaging(-shared): default prefixes.
     if (this.options.format === 'cloudevents') {
@@ -56,9 +73,7 @@ class NativeAmqpMessaging extends NativeMessagingService {
     const url = o.url ?? creds.url ?? creds.uri
     if (typeof url !== 'string' || !url.trim())
       throw new NativeMessagingError(codes.INVALID_CONFIG, 'url must be the broker URL, e.g. "amqp://guest:guest@localhost:5672" (or credentials.url)')
-    const profile = o.profile ?? 'rabbitmq'
-    if (!PROFILES.includes(profile))
-      throw new NativeMessagingError(codes.INVALID_CONFIG, `profile must be one of ${PROFILES.join(', ')}, got ${JSON.stringify(profile)}`)
+    const profile = str('profile', o.profile)
     const queue = typeof o.queue === 'string' ? { name: o.queue } : o.queue || {}
     const connection = o.connection || {}
     const tls = o.tls || {}
@@ -66,63 +81,56 @@ class NativeAmqpMessaging extends NativeMessagingService {
     const sasl = typeof o.sasl === 'string' ? o.sasl : o.sasl?.mechanism
     return {
       transport: 'amqp',
-      url,
-      profile,
-      user: str('user', o.user ?? creds.user ?? creds.username),
-      password: str('password', o.password ?? creds.password),
-      vhost: str('vhost', o.vhost ?? creds.vhost),
-      sasl: str('sasl', sasl),
-      tlsCa: pem('tls.ca', tls.ca ?? creds.ca),
-      tlsCert: pem('tls.cert', tls.cert ?? creds.cert),
-      tlsKey: pem('tls.key', tls.key ?? creds.key),
-      tlsVerify: tls.rejectUnauthorized === undefined ? undefined : bool('tls.rejectUnauthorized', tls.rejectUnauthorized),
-      tlsServername: str('tls.servername', tls.servername),
-      containerId: str('connection.containerId', connection.containerId ?? o.containerId),
-      idleTimeout: number('connection.idleTimeout', connection.idleTimeout ?? o.idleTimeout),
-      connectTimeout: number('connection.connectTimeout', connection.connectTimeout),
-      reconnectDelay: number('connection.reconnectDelay', connection.reconnectDelay),
-      maxReconnectDelay: number('connection.maxReconnectDelay', connection.maxReconnectDelay),
-      dedicated: bool('connection.dedicated', connection.dedicated),
-      queue: this.queueName(queue.name, profile),
-      provisionQueue: bool('queue.provision', queue.provision),
-      queueType: str('queue.type', queue.type),
-      deadLetterExchange: str('queue.deadLetterExchange', queue.deadLetterExchange),
-      deadLetterRoutingKey: str('queue.deadLetterRoutingKey', queue.deadLetterRoutingKey),
-      prefetch: number('prefetch', o.prefetch),
-      qos: number('qos', o.qos),
-      sendTimeout: number('sendTimeout', o.sendTimeout),
-      durable: bool('durable', o.durable),
-      exchange: str('exchange', o.exchange),
-      namespace: str('namespace', o.namespace ?? creds.namespace),
-      publishAddress: str('addresses.publish', addresses.publish),
-      consumeAddress: str('addresses.consume', addresses.consume),
-      anonymousSender: bool('addresses.anonymous', addresses.anonymous),
-      topicFrom: str('addresses.topicFrom', addresses.topicFrom),
-      retryOutcome: str('addresses.retry', addresses.retry),
-      deadLetterOutcome: str('addresses.deadLetter', addresses.deadLetter)
+      amqp: {
+        url,
+        profile,
+        user: str('user', o.user ?? creds.user ?? creds.username),
+        password: str('password', o.password ?? creds.password),
+        vhost: str('vhost', o.vhost ?? creds.vhost),
+        sasl: str('sasl', sasl),
+        tlsCa: pem('tls.ca', tls.ca ?? creds.ca),
+        tlsCert: pem('tls.cert', tls.cert ?? creds.cert),
+        tlsKey: pem('tls.key', tls.key ?? creds.key),
+        tlsVerify: bool('tls.rejectUnauthorized', tls.rejectUnauthorized),
+        tlsServername: str('tls.servername', tls.servername),
+        containerId: str('connection.containerId', connection.containerId ?? o.containerId),
+        idleTimeout: number('connection.idleTimeout', connection.idleTimeout ?? o.idleTimeout),
+        connectTimeout: number('connection.connectTimeout', connection.connectTimeout),
+        reconnectDelay: number('connection.reconnectDelay', connection.reconnectDelay),
+        maxReconnectDelay: number('connection.maxReconnectDelay', connection.maxReconnectDelay),
+        dedicated: bool('connection.dedicated', connection.dedicated),
+        queue: this.queueName(queue.name, profile ?? 'rabbitmq'),
+        provisionQueue: bool('queue.provision', queue.provision),
+        queueType: str('queue.type', queue.type),
+        deadLetterExchange: str('queue.deadLetterExchange', queue.deadLetterExchange),
+        deadLetterRoutingKey: str('queue.deadLetterRoutingKey', queue.deadLetterRoutingKey),
+        deadLetterQueue: str('queue.deadLetterQueue', queue.deadLetterQueue),
+        prefetch: number('prefetch', o.prefetch),
+        qos: number('qos', o.qos),
+        sendTimeout: number('sendTimeout', o.sendTimeout),
+        durable: bool('durable', o.durable),
+        exchange: str('exchange', o.exchange),
+        namespace: str('namespace', o.namespace ?? creds.namespace),
+        publishAddress: str('addresses.publish', addresses.publish),
+        consumeAddress: str('addresses.consume', addresses.consume),
+        anonymousSender: bool('addresses.anonymous', addresses.anonymous),
+        topicFrom: str('addresses.topicFrom', addresses.topicFrom),
+        retryOutcome: str('addresses.retry', addresses.retry),
+        deadLetterOutcome: str('addresses.deadLetter', addresses.deadLetter)
+      },
+      // ws:// or wss:// through an OAuth-protected gateway: `oauth` (or credentials.oa2) as in an Event Mesh binding.
+      eventMesh: o.oauth || creds.oa2 ? { oauth: { oa2: o.oauth ?? creds.oa2, uaa: creds.uaa, source: o.oauth ? 'oauth' : 'credentials.oa2' } } : undefined
     }
   }
 
-  /** The queue name: `queue.name` with `$appId` / `$namespace`, default `$appId` as @sap/cds derives it. */
+  /** The queue name: `queue.name` with `$appId` / `$namespace`, default `$appId` (the package name stands in for a missing app name). */
   queueName(name, profile) {
-    const app = cds.env.app || {}
-    let appName = app.name
-    let appID = app.id
-    if (!appName || !appID) {
-      try {
-        const v = process.env.VCAP_APPLICATION && JSON.parse(process.env.VCAP_APPLICATION)
-        appName = appName || v?.application_name
-        appID = appID || v?.application_id
-      } catch {
-        /* not on Cloud Foundry */
-      }
-    }
-    const appId = `${appName || 'CAP'}/${String(appID || '00000000').substring(0, 4)}`
+    const appID = appId({ packageFallback: true })
     const ns = this.namespace
     if (name != null && (typeof name !== 'string' || !name.trim()))
       throw new NativeMessagingError(codes.INVALID_CONFIG, `queue.name must be a non-empty string, got ${JSON.stringify(name)}`)
     const explicit = name != null
-    let q = (name ?? '$appId').replace(/\$appId/g, appId).replace(/\$namespace/g, ns)
+    let q = (name ?? '$appId').replace(/\$appId/g, appID).replace(/\$namespace/g, ns)
     // RabbitMQ 3.x addresses (/amq/queue/<q>) cannot hold '/': the derived default uses '.'.
     if (!explicit && profile.startsWith('rabbitmq')) q = q.replace(/\//g, '.')
     return q
@@ -151,23 +159,6 @@ class NativeAmqpMessaging extends NativeMessagingService {
       if (!msg.inbound && e && e.code === codes.REJECTED && /amqp:not-allowed/.test(e.message)) e.unrecoverable = true
       throw e
     }
-  }
-}
-
-function str(name, v) {
-  if (v === undefined || v === null) return undefined
-  if (typeof v !== 'string') throw new NativeMessagingError(codes.INVALID_CONFIG, `${name} must be a string, got ${JSON.stringify(v)}`)
-  return v
-}
-
-/** PEM text, or a path to a PEM file. */
-function pem(name, v) {
-  v = str(name, v)
-  if (v === undefined || v.includes('-----BEGIN')) return v
-  try {
-    return fs.readFileSync(v, 'utf8')
-  } catch (e) {
-    throw new NativeMessagingError(codes.INVALID_CONFIG, `${name} must be PEM text or the path of a PEM file; cannot read ${v}: ${e.message}`)
   }
 }
 

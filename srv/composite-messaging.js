@@ -1,5 +1,5 @@
 'use strict'
-const cds = require('@sap/cds')
+const { cds } = require('../lib/cds')
 const { native } = require('../lib/native')
 const { withNarrowedBridge } = require('../lib/bridge')
 const { NativeMessagingError, codes, fromNative } = require('../lib/errors')
@@ -59,6 +59,28 @@ class NativeCompositeMessaging extends cds.MessagingService {
     if (!targets.length) this.LOG.warn(`${this.name}: no route matches '${event}'; its handler is not registered anywhere (unmatched: 'drop')`)
     for (const t of targets) this._children.get(t).on(event, ...rest)
     return this
+  }
+
+  /** `onBatch` on every child the event routes to (each child batches its own deliveries). */
+  onBatch(event, handler) {
+    for (const e of Array.isArray(event) ? event : [event]) {
+      const targets = this.route(e)
+      if (!targets.length) this.LOG.warn(`${this.name}: no route matches '${e}'; its batch handler is not registered anywhere (unmatched: 'drop')`)
+      for (const t of targets) {
+        const child = this._children.get(t)
+        if (typeof child.onBatch === 'function') child.onBatch(e, handler)
+        else child.on(e, function (msg) {
+          return handler.call(this, [msg])
+        })
+      }
+    }
+    return this
+  }
+
+  /** Each message through `emit` (routed); resolves with one `Promise.allSettled` entry per message. */
+  emitMany(messages) {
+    if (!Array.isArray(messages)) return Promise.reject(new NativeMessagingError(codes.INVALID_CONFIG, 'emitMany(messages) needs an array of { event, data, headers } objects'))
+    return Promise.allSettled(messages.map(m => this.emit(m)))
   }
 
   async emit(eve, ...etc) {

@@ -15,6 +15,11 @@ class NativeLocalMessaging extends NativeMessagingService {
     return true
   }
 
+  /** The first attempt of an emit is delivered in-process; the engine takes over what failed. */
+  get deliversInProcess() {
+    return true
+  }
+
   get consumesAll() {
     return !!this._listenToAll.value
   }

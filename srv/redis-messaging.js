@@ -1,9 +1,6 @@
 'use strict'
-const fs = require('node:fs')
-const path = require('node:path')
-const cds = require('@sap/cds')
 const NativeMessagingService = require('./NativeMessagingService')
-const { number, bool } = NativeMessagingService
+const { number, bool, str, appId } = require('../lib/options')
 const { NativeMessagingError, codes } = require('../lib/errors')
 
 const DEFAULT_URL = 'redis://127.0.0.1:6379'
@@ -15,13 +12,32 @@ const DEFAULT_URL = 'redis://127.0.0.1:6379'
  * `redis-cache` service binding, or host/port/password.
  */
 class NativeRedisMessaging extends NativeMessagingService {
-  engineOptions(o) {
-    const { url, ca } = connection(o, this.LOG)
-    const mode = o.mode ?? 'pubsub'
-    if (mode !== 'pubsub' && mode !== 'streams')
-      throw new NativeMessagingError(codes.INVALID_CONFIG, `mode must be 'pubsub' or 'streams', got ${JSON.stringify(mode)}`)
-    const out = {
-      transport: 'redis',
+  static optionKeys = {
+    url: true,
+    host: true,
+    port: true,
+    password: true,
+    tls: true,
+    ca: true,
+    mode: true,
+    connectTimeout: true,
+    reconnectDelay: true,
+    maxReconnectDelay: true,
+    streamPrefix: true,
+    queue: { name: true },
+    consumer: true,
+    maxLen: true,
+    claimAfter: true,
+    readCount: true,
+    block: true,
+    deadLetterStream: true,
+    fromStart: true
+  }
+
+  engineOptions(o, warn) {
+    const { url, ca } = connection(o, warn)
+    const mode = str('mode', o.mode)
+    const redis = {
       url,
       ca,
       mode,
@@ -30,22 +46,19 @@ class NativeRedisMessaging extends NativeMessagingService {
       maxReconnectDelay: number('maxReconnectDelay', o.maxReconnectDelay)
     }
     if (mode === 'streams') {
-      const prefix = o.streamPrefix ?? 'cds:'
-      if (typeof prefix !== 'string')
-        throw new NativeMessagingError(codes.INVALID_CONFIG, `streamPrefix must be a string, got ${JSON.stringify(prefix)}`)
-      Object.assign(out, {
-        streamPrefix: prefix,
-        queue: queueName(o),
-        consumer: string('consumer', o.consumer),
+      Object.assign(redis, {
+        streamPrefix: str('streamPrefix', o.streamPrefix),
+        group: queueName(o),
+        consumer: str('consumer', o.consumer, { nonEmpty: true }),
         maxLen: number('maxLen', o.maxLen),
         claimAfter: number('claimAfter', o.claimAfter),
         readCount: number('readCount', o.readCount),
         block: number('block', o.block),
-        deadLetterStream: string('deadLetterStream', o.deadLetterStream),
+        deadLetterStream: str('deadLetterStream', o.deadLetterStream, { nonEmpty: true }),
         fromStart: bool('fromStart', o.fromStart)
       })
     }
-    return out
+    return { transport: 'redis', redis }
   }
 
   /** The @sap/cds `redis-messaging` wire format: headers at the top level next to `data`. */
@@ -64,7 +77,7 @@ class NativeRedisMessaging extends NativeMessagingService {
 }
 
 /** URL and CA from `credentials.uri`/`url`, `credentials.{hostname|host, port, password, tls}`, or top-level `url`/`host`/`port`/`password`. */
-function connection(o, LOG) {
+function connection(o, warn) {
   const c = o.credentials || {}
   let url
   if (c.uri || c.url) {
@@ -83,7 +96,7 @@ function connection(o, LOG) {
     }
   }
   if (!url) {
-    LOG?._warn && LOG.warn(`No Redis credentials found, using ${DEFAULT_URL}`)
+    warn?.(`No Redis credentials found, using ${DEFAULT_URL}`)
     url = DEFAULT_URL
   }
   const ca = (c.tls && typeof c.tls === 'object' && c.tls.server_ca) || o.ca || undefined
@@ -110,40 +123,7 @@ function queueName(o) {
   const q = o.queue && typeof o.queue === 'object' ? o.queue.name : o.queue
   if (q != null && (typeof q !== 'string' || !q.trim()))
     throw new NativeMessagingError(codes.INVALID_CONFIG, `queue.name must be a non-empty string, got ${JSON.stringify(q)}`)
-  return (q ?? '$appId').replace(/\$appId/g, appId)
-}
-
-/**
- * `<app name>/<first 4 characters of the app id>` as @sap/cds's `$appId`; without app metadata
- * (local runs) the name of the app's package.json stands in for the app name, so that different
- * apps on one Redis do not share a queue.
- */
-function appId() {
-  let name = cds.env.app?.name
-  let id = cds.env.app?.id
-  if (!name && process.env.VCAP_APPLICATION) {
-    try {
-      const v = JSON.parse(process.env.VCAP_APPLICATION)
-      name = v.application_name
-      id = v.application_id
-    } catch {
-      /* no metadata */
-    }
-  }
-  if (!name) {
-    try {
-      name = JSON.parse(fs.readFileSync(path.join(cds.root, 'package.json'), 'utf8')).name
-    } catch {
-      /* no package.json */
-    }
-  }
-  return `${name || 'CAP'}/${String(id || '00000000').substring(0, 4)}`
-}
-
-function string(name, v) {
-  if (v === undefined || v === null) return undefined
-  if (typeof v !== 'string' || !v) throw new NativeMessagingError(codes.INVALID_CONFIG, `${name} must be a non-empty string, got ${JSON.stringify(v)}`)
-  return v
+  return (q ?? '$appId').replace(/\$appId/g, () => appId({ packageFallback: true }))
 }
 
 module.exports = NativeRedisMessaging
