@@ -11,7 +11,7 @@ const cfg = (name, extra = {}) => {
 }
 const topic = name => `${RUN}.${name}`
 
-beforeAll(ensureRabbit, 60000)
+beforeAll(ensureRabbit, 150000)
 afterAll(() => deleteQueues(queues))
 
 describe('native-amqp-messaging across processes (RabbitMQ)', () => {

@@ -6,7 +6,7 @@ const path = require('node:path')
 const tls = require('node:tls')
 const { execFileSync } = require('node:child_process')
 const { until, freePort, tmpDir } = require('./helpers')
-const { URL, RUN, ensureRabbit, deleteQueues, queueDepth } = require('./amqp-helpers')
+const { URL, RUN, ensureRabbit, deleteQueues, deleteQueueNow, queueDepth } = require('./amqp-helpers')
 
 const queues = [`${RUN}-app`]
 // Topics are prefixed per run: amq.topic is shared with every other user of this broker.
@@ -36,7 +36,7 @@ async function service(name, options) {
 }
 
 describe('native-amqp-messaging (RabbitMQ)', () => {
-  beforeAll(ensureRabbit, 60000)
+  beforeAll(ensureRabbit, 150000)
   const t = cds.test(path.join(__dirname, 'apps', 'reviews'))
   const log = cds.test.log()
   const ctx = { kind: 'native-amqp-messaging', extra: { url: URL }, POST: (...a) => t.POST(...a) }
@@ -184,7 +184,7 @@ describe('native-amqp-messaging (RabbitMQ)', () => {
     await s.startListening()
     await s.emit(`${RUN}.deleted`, { n: 1 })
     await until(() => seen.length === 1, 10000, 'first delivery')
-    deleteQueues([`${RUN}-deleted`])
+    deleteQueueNow(`${RUN}-deleted`)
     await until(() => queueDepth(`${RUN}-deleted`) === 0, 15000, 'the queue to be declared again')
     await until(async () => {
       await s.emit(`${RUN}.deleted`, { n: 2 })

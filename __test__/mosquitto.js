@@ -28,8 +28,8 @@ const listening = (port, host = '127.0.0.1') =>
 /**
  * Starts a private broker: a TCP listener and, with `websockets: true`, a WebSocket listener, both
  * on 127.0.0.1. `extra` lines are appended to the config (e.g. `max_queued_messages 10000`).
- * Returns { port, wsPort, stop(), start(), log() }; `stop()` kills it by PID, `start()` starts it
- * again on the same ports.
+ * Returns { port, wsPort, stop(), start(), log() }; `stop(signal = 'SIGKILL')` stops it by PID (SIGTERM:
+ * gracefully, saving its persistence file), `start()` starts it again on the same ports.
  */
 async function startMosquitto({ websockets = false, tls, extra = [] } = {}) {
   const bin = mosquittoBinary()
@@ -63,11 +63,11 @@ async function startMosquitto({ websockets = false, tls, extra = [] } = {}) {
       await until(async () => me.exitCode !== null || ((await up(port)) && (await up(wsPort)) && (await up(tlsPort)) && (await up(wssPort))), 10000, `mosquitto on ${port}`)
       if (me.exitCode !== null) throw new Error(`mosquitto exited with ${me.exitCode}:\n${broker.log()}`)
     },
-    async stop() {
+    async stop(signal = 'SIGKILL') {
       const me = child
       if (!me || me.exitCode !== null) return
       const gone = new Promise(r => me.once('exit', r))
-      process.kill(me.pid, 'SIGKILL')
+      process.kill(me.pid, signal)
       await gone
       await until(async () => !(await listening(port)), 5000, `mosquitto on ${port} to stop`)
     },

@@ -44,4 +44,20 @@ async function purgeSessions(url, clientIds) {
   }
 }
 
-module.exports = { rawClient, watch, publishRaw, purgeSessions }
+/** Removes the retained messages under `filter` (dead letters a test left on the shared broker). */
+async function clearRetained(url, filter, quietMs = 500) {
+  let c
+  try {
+    c = await rawClient(url)
+  } catch {
+    return /* broker gone */
+  }
+  const topics = new Set()
+  c.on('message', (topic, payload, packet) => packet.retain && payload.length && topics.add(topic))
+  await c.subscribeAsync(filter, { qos: 1 })
+  await new Promise(r => setTimeout(r, quietMs))
+  for (const t of topics) await c.publishAsync(t, '', { qos: 1, retain: true })
+  await c.endAsync()
+}
+
+module.exports = { rawClient, watch, publishRaw, purgeSessions, clearRetained }

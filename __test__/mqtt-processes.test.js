@@ -125,6 +125,28 @@ describe('native-mqtt-messaging across processes', () => {
     }
   })
 
+  test('MQTT over WebSocket with OAuth2 (fake token endpoint, gateway to Mosquitto): a bearer on every upgrade, a new token after expiry', async () => {
+    const { startGateway } = require('./ws-gateway')
+    const gw = await startGateway({ subprotocol: 'mqtt', targetPort: 1883, expiresIn: 2, dropOnExpiry: true })
+    try {
+      const topic = `oauth${RUN}`
+      const c = name => ({ kind: KIND, url: gw.wsUrl, oauth: gw.oa2, queue: queue(name), reconnectDelay: 100, maxReconnectDelay: 500 })
+      const receiver = peer('receive', c('oauth-r'), { n: 300, topic, idleMs: 3000 })
+      await receiver.ready()
+      // Outlive the first token: the gateway drops the socket, the consumer reconnects with a new one.
+      await new Promise(r => setTimeout(r, 4500))
+      const sent = await peer('emit', c('oauth-e'), { n: 300, topic }).done
+      expect(sent.emitted).toBe(300)
+      const got = await receiver.done
+      expect(got.ids).toEqual(range(0, 300))
+      console.log(`MQTT over ws with OAuth: ${gw.stats.drops} drop(s) at expiry, ${gw.stats.tokensSeen.size} tokens used, ${gw.stats.refused} refused, ${got.dup} duplicate(s)`)
+      expect(gw.stats.drops).toBeGreaterThanOrEqual(1)
+      expect(gw.stats.tokensSeen.size).toBeGreaterThanOrEqual(3)
+    } finally {
+      await gw.close()
+    }
+  }, 60000)
+
   test('shared subscriptions: two instances of one app split the work', async () => {
     const topic = `share${RUN}`
     const sharedGroup = `g${RUN}`

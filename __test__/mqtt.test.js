@@ -14,7 +14,7 @@ const path = require('node:path')
 const cds = require('@sap/cds')
 const { sharedTests } = require('./suite')
 const { until, assertBroker, freePort } = require('./helpers')
-const { watch, publishRaw, purgeSessions } = require('./mqtt-client')
+const { watch, publishRaw, purgeSessions, clearRetained } = require('./mqtt-client')
 
 describe('native-mqtt-messaging (shared Mosquitto)', () => {
   beforeAll(() => assertBroker('Mosquitto', 1883, 'apt-get install mosquitto && mosquitto -d -c /etc/mosquitto/mosquitto.conf'))
@@ -36,6 +36,8 @@ describe('native-mqtt-messaging (shared Mosquitto)', () => {
   afterAll(async () => {
     await Promise.all([ctx.messaging, ...others].map(s => s?.disconnect()))
     await purgeSessions(URL, sessions)
+    // the dead letters this suite left retained on the shared broker
+    for (const s of sessions) await clearRetained(URL, `dead-letter/${s}/#`)
   })
 
   test('is our kind and says what it guarantees', async () => {
@@ -43,10 +45,31 @@ describe('native-mqtt-messaging (shared Mosquitto)', () => {
     const g = ctx.messaging._engine.guarantee()
     expect(g.delivery).toBe('at-least-once')
     expect(g.summary).toMatch(`at-least-once (QoS 1) via mqtt://127.0.0.1:1883 with persistent session '${QUEUE}'`)
-    expect(g.deadLetter).toBe(`dead-letter/${QUEUE}/<topic>`)
+    expect(g.deadLetter).toBe(`dead-letter/${QUEUE}/<topic>/<id> (retained)`)
   })
 
   sharedTests(ctx)
+
+  test('every emit of a tick is confirmed on its own PUBACK (a publish call each), not with the last of its batch', async () => {
+    // Mosquitto writes PUBACKs with Nagle's algorithm on: with emits resolved per batch the
+    // publisher went silent until the batch's last PUBACK, which then waited out the delayed
+    // ACK (~40 ms per batch; issue #16).
+    const m = ctx.messaging
+    const seen = []
+    m.on('eachPuback', msg => seen.push(msg.data.i))
+    await m.emit('eachPuback', { i: -1 }) // subscribed
+    const publish = m._engine.publish
+    const calls = []
+    m._engine.publish = (topics, ...rest) => (calls.push(topics.length), publish.call(m._engine, topics, ...rest))
+    try {
+      await Promise.all([0, 1, 2].map(i => m.emit('eachPuback', { i })))
+    } finally {
+      m._engine.publish = publish
+    }
+    expect(calls).toEqual([1, 1, 1])
+    await until(() => seen.length === 4, 5000, 'all deliveries')
+    expect(seen.sort()).toEqual([-1, 0, 1, 2])
+  })
 
   test('wire format: JSON.stringify({...headers, data}) on the prefixed topic', async () => {
     const raw = await watch(URL, `${PREFIX}wire`)
@@ -83,7 +106,7 @@ describe('native-mqtt-messaging (shared Mosquitto)', () => {
       await ctx.messaging.emit('poison', { id: 42 })
       await until(() => dead.length === 1, 10000, 'the dead letter')
       expect(calls).toBe(3)
-      expect(dead[0].topic).toBe(`dead-letter/${QUEUE}/${PREFIX}poison`)
+      expect(dead[0].topic).toMatch(new RegExp(`^dead-letter/${QUEUE}/${PREFIX}poison/\\d{13}-[0-9a-f]{8}$`))
       expect(JSON.parse(dead[0].payload)).toEqual({ data: { id: 42 } })
       expect(log.output).toMatch(new RegExp(`message on topic '${PREFIX}poison' failed 3 time\\(s\\)`))
       await new Promise(r => setTimeout(r, 300))
@@ -94,7 +117,7 @@ describe('native-mqtt-messaging (shared Mosquitto)', () => {
   })
 
   test('a non-JSON payload is logged with its topic and dead-lettered; the host keeps running', async () => {
-    const dead = await watch(URL, `dead-letter/${QUEUE}/${PREFIX}bad`)
+    const dead = await watch(URL, `dead-letter/${QUEUE}/${PREFIX}bad/+`)
     try {
       const seen = []
       ctx.messaging.on('bad', msg => seen.push(msg.data))
@@ -112,7 +135,7 @@ describe('native-mqtt-messaging (shared Mosquitto)', () => {
   })
 
   test('a payload that is not UTF-8 goes to the dead-letter topic byte for byte, with a warning', async () => {
-    const dead = await watch(URL, `dead-letter/${QUEUE}/${PREFIX}binary`)
+    const dead = await watch(URL, `dead-letter/${QUEUE}/${PREFIX}binary/+`)
     try {
       ctx.messaging.on('binary', () => {})
       await ctx.messaging.emit('binary-warmup', {})
@@ -183,6 +206,33 @@ describe('native-mqtt-messaging (shared Mosquitto)', () => {
     } finally {
       await dead.close()
     }
+    // nor are another app's dead letters (last level a dead-letter id), retained or not
+    const other = `dead-letter/other${RUN}/orders/1796126003912-a13052cf`
+    sessions.push(`other${RUN}`)
+    await publishRaw(URL, other, JSON.stringify({ data: { foreign: true } }))
+    await publishRaw(URL, `star${RUN}/after`, JSON.stringify({ data: {} }))
+    await until(() => seen.includes(`star${RUN}/after`), 5000, 'the message after it')
+    expect(seen).not.toContain(other)
+  })
+
+  test('a subscriber of the dead-letter topic gets the dead letters, not the empty messages that remove retained ones', async () => {
+    const svc = await connect({})
+    const base = `dead-letter/watched${RUN}`
+    const seen = []
+    svc.on(`${base}/#`, msg => seen.push([msg.event, msg.data]))
+    await svc.startListening()
+    await svc.emit(`watched${RUN}-warmup`, {})
+    const id = '1796126003912-a13052cf'
+    await publishRaw(URL, `${base}/orders/${id}`, JSON.stringify({ data: { n: 1 } }))
+    await publishRaw(URL, `${base}/orders/${id}`, '') // what `dead-letters redeliver`/`purge` send (retained)
+    await publishRaw(URL, `${base}/orders/1796126003999-a13052cf`, JSON.stringify({ data: { n: 2 } }))
+    await until(() => seen.length === 2, 5000, 'the two dead letters')
+    await new Promise(r => setTimeout(r, 200))
+    expect(seen).toEqual([
+      [`${base}/#`, { n: 1 }],
+      [`${base}/#`, { n: 2 }]
+    ])
+    expect(log.output).not.toMatch(`'${base}/orders/${id}' is not valid`)
   })
 
   test('emitting to a wildcard topic rejects with INVALID_DATA_FORMAT', async () => {

@@ -110,7 +110,7 @@ describe('message format and error policy', () => {
     m.on('raw', () => {})
     // A producer outside CAP publishing a non-JSON payload (the engine's own publish, bypassing emit).
     const [res] = await m._engine.publish(['raw'], ['not json at all'])
-    expect(res).toMatch(/^HANDLER_FAILED/)
+    expect(res).toMatchObject({ code: 'HANDLER_FAILED', message: expect.stringMatching(/^a handler of 'raw' failed/) }) // a Failure, no longer 'CODE: message'
     expect(hooked).toEqual(['INVALID_DATA_FORMAT'])
     expect(m.deadLetters().find(d => d.topic === 'raw')).toMatchObject({ attempts: 1, payload: 'not json at all' })
     await new Promise(r => setTimeout(r, 50))

@@ -9,13 +9,13 @@ const { freePort, tmpDir, until } = require('./helpers')
 const PEER = path.join(__dirname, 'apps', 'redis-peer')
 
 /**
- * Starts `apps/redis-peer/peer.js <role>` with `cds.requires.messaging = requires`. Returns a handle:
+ * Starts `apps/redis-peer/peer.js <role>` (or `<app>/peer.js`) with `cds.requires.messaging = requires`. Returns a handle:
  * `ready` (resolves on its `{"ready":true}` line), `done` (resolves with its last JSON line when it
  * exits with 0), `kill(signal)`, and `output()`.
  */
-function startPeer(role, requires, args = {}, { timeout = 55000, env = {} } = {}) {
-  const child = spawn(process.execPath, [path.join(PEER, 'peer.js'), role, JSON.stringify(args)], {
-    cwd: PEER,
+function startPeer(role, requires, args = {}, { timeout = 55000, env = {}, app = PEER } = {}) {
+  const child = spawn(process.execPath, [path.join(app, 'peer.js'), role, JSON.stringify(args)], {
+    cwd: app,
     env: { ...process.env, CDS_CONFIG: JSON.stringify({ requires: { messaging: requires } }), NODE_ENV: 'test', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })

@@ -82,3 +82,25 @@ describe('native-redis-messaging over TLS (rediss://, CA from credentials.tls.se
     expect(err.message).toMatch(/certificate|UnknownIssuer/i)
   })
 })
+
+// One TLS layer (src/transport/support/tls.rs) for Redis, MQTT and AMQP: a bad CA PEM is the same
+// INVALID_CONFIG with the same message (the option named as each kind names it), never a crash.
+describe('a bad CA PEM fails like the AMQP and MQTT kinds', () => {
+  const cds = require('@sap/cds')
+  const BAD = '-----BEGIN CERTIFICATE-----\nthis is not base64!\n-----END CERTIFICATE-----\n'
+  const EMPTY = '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n' // PEM, but no certificate in it
+
+  test.each([
+    ['not valid PEM', BAD, /^ca is not valid PEM/],
+    ['no certificate in the PEM', EMPTY, /^ca contains no PEM certificate \(-----BEGIN CERTIFICATE-----\)/]
+  ])('%s → INVALID_CONFIG at connect, with the message of the shared TLS layer', async (_, pem, shape) => {
+    const redis = await cds.connect.to({ kind: 'native-redis-messaging', credentials: { uri: 'rediss://:pw-tls-1@127.0.0.1:1', tls: { server_ca: pem } } }).catch(e => e)
+    const mqtt = await cds.connect.to({ kind: 'native-mqtt-messaging', url: 'mqtts://127.0.0.1:1', ca: pem }).catch(e => e)
+    expect(redis).toBeInstanceOf(Error)
+    expect(redis.code).toBe('INVALID_CONFIG')
+    expect(redis.message).toMatch(shape)
+    expect(redis.message).not.toContain('pw-tls-1')
+    expect(mqtt.code).toBe('INVALID_CONFIG')
+    expect(redis.message).toBe(mqtt.message)
+  })
+})

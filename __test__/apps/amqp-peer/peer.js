@@ -24,6 +24,7 @@ async function emit(m) {
         })
       )
     await Promise.all(all)
+    if (args.pauseMs) await new Promise(r => setTimeout(r, args.pauseMs))
   }
   console.log(JSON.stringify({ emitted: n - failed, failed, codes, ms: Date.now() - t0 }))
   await m.disconnect()
@@ -54,6 +55,11 @@ async function receive(m) {
     if (seen.size % 500 === 0 && seen.get(i) === 1) console.log(`P ${seen.size}`)
   })
   await m.startListening()
+  // A queue created beforehand (e.g. behind a WebSocket gateway, provision: false) is ready at once.
+  if (args.readyAtStart) {
+    ready = true
+    console.log('READY')
+  }
   const start = Date.now()
   await new Promise(resolve => {
     const t = setInterval(() => {

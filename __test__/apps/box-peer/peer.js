@@ -1,6 +1,7 @@
 'use strict'
 // One side of a multi-process scenario: `emit` or `receive` over the messaging service configured
 // by CDS_CONFIG. Prints progress lines and, last, one JSON line with the result.
+const fs = require('node:fs')
 const cds = require('@sap/cds')
 const [role, argsJson] = process.argv.slice(2)
 const args = JSON.parse(argsJson || '{}')
@@ -20,16 +21,22 @@ async function emit(m) {
 }
 
 async function receive(m) {
-  const { n, topic = 'reviewed', idleMs = 3000, timeoutMs = 45000 } = args
+  const { n, topic = 'reviewed', idleMs = 3000, timeoutMs = 45000, delayMs = 0, progress = false, progressFile } = args
   const seen = new Map()
   let dup = 0
   let last = Date.now()
   const t0 = Date.now()
-  m.on(topic, msg => {
+  m.on(topic, async msg => {
     const i = msg.data.i
+    if (delayMs) await new Promise(r => setTimeout(r, delayMs))
     if (seen.has(i)) dup++
     seen.set(i, (seen.get(i) || 0) + 1)
     last = Date.now()
+    // Progress for a test that kills this process: the message is processed (not yet acknowledged).
+    if (progress) console.log(`got ${i}`)
+    // The same, written with a system call before the handler returns: a SIGKILL right after the
+    // acknowledgement cannot lose it (stdout to a pipe is asynchronous in Node).
+    if (progressFile) fs.appendFileSync(progressFile, `${i}\n`)
   })
   if (typeof m.startListening === 'function') m.startListening()
   else m.startWatching() // @sap/cds file-based-messaging
@@ -42,8 +49,9 @@ async function receive(m) {
       }
     }, 50)
   })
-  const ids = [...seen.keys()].sort((a, b) => a - b)
+  // Handlers still run while disconnect drains the deliveries in flight: count what they process.
   if (typeof m.disconnect === 'function') await m.disconnect()
+  const ids = [...seen.keys()].sort((a, b) => a - b)
   console.log(JSON.stringify({ received: seen.size, dup, ids, ms: last - t0 }))
   process.exit(0)
 }

@@ -1,0 +1,5 @@
+namespace em.mt;
+entity Notes {
+  key ID : Integer;
+      text : String;
+}

@@ -1,0 +1,3 @@
+service PeerService {
+  function ping() returns String;
+}

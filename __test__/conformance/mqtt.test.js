@@ -1,0 +1,4 @@
+'use strict'
+// The conformance scenarios (scenarios.js) against the mqtt kind (kinds.js); one file per kind so
+// scripts/jest-each.js runs each in a process of its own.
+require('./scenarios').conformance('mqtt')
