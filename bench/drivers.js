@@ -1,8 +1,13 @@
 'use strict'
 // What the benchmark compares, per transport: the messaging config of our kind (`ours`), of
-// @sap/cds's own kind for the same backend (`cds`) and, where one exists, a raw JS client (`raw`,
-// implemented in bench/raw/<driver>.js). `cdsN` caps the message count of @sap/cds's kind where it
-// is too slow for the full count; `procs` restricts the process layouts that make sense.
+// @sap/cds's own kind for the same backend (`cds`, tuned: outboxed: false; `cds-default` where its
+// defaults differ in what they cost) and, where one exists, a raw JS client (`raw`, implemented in
+// bench/raw/<driver>.js). Every cell also measures the CAP floor (bench/app/peers/floor.js, run.js adds
+// it). `cdsN` caps the message count of @sap/cds's kind where it is too slow for the full count; `procs`
+// restricts the process layouts that make sense. A config may carry `$log` (cds log levels for that
+// participant; run.js sets `messaging: 'warn'` for every participant but `cds-default`).
+// `ours-batched`: our kind through the opt-in batch APIs — the producer's emits of one tick go out in
+// one `srv.emitMany`, the consumer registers `srv.onBatch` (bench/worker.js).
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
@@ -17,11 +22,17 @@ const version = cmd => {
 }
 const unique = () => `${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 6)}`
 
+// The FAKE Event Mesh of the tests (__test__/fake-event-mesh: token endpoint, management API, AMQP 1.0
+// WebSocket gateway with Event Mesh addressing), started once per run in bench/run.js's process.
+let fakeEventMesh
+const eventMesh = () => (fakeEventMesh ??= require('../__test__/fake-event-mesh').startFakeEventMesh({ managementBasePath: '/sap-event-mesh/rest/api/v1' }))
+
 module.exports = {
   local: {
-    label: { ours: 'native-local-messaging', cds: '@sap/cds local-messaging' },
+    label: { ours: 'native-local-messaging', cds: '@sap/cds local-messaging', 'ours-batched': 'native-local-messaging, onBatch + emitMany' },
     procs: [1], // in-process by definition
     ours: () => ({ kind: 'native-local-messaging' }),
+    'ours-batched': () => ({ kind: 'native-local-messaging' }),
     cds: () => ({ kind: 'local-messaging' }),
     notes: ['local: no raw client exists for an in-process queue; only one-process layouts apply.']
   },
@@ -42,38 +53,105 @@ module.exports = {
     ]
   },
   redis: {
-    label: { ours: 'native-redis-messaging (pubsub)', cds: '@sap/cds redis-messaging', raw: 'node-redis v4' },
+    label: {
+      ours: 'native-redis-messaging (pubsub)',
+      cds: '@sap/cds redis-messaging (outboxed: false, log warn)',
+      'cds-default': '@sap/cds redis-messaging (defaults)',
+      raw: 'node-redis v4',
+      'ours-batched': 'native-redis-messaging (pubsub), onBatch + emitMany'
+    },
     // @sap/cds rewrites redis://host to redis://:port unless the URI has a user: give it one
     ours: () => ({ kind: 'native-redis-messaging', credentials: { uri: 'redis://127.0.0.1:6379' } }),
+    'ours-batched': () => ({ kind: 'native-redis-messaging', credentials: { uri: 'redis://127.0.0.1:6379' } }),
     cds: () => ({ kind: 'redis-messaging', credentials: { uri: 'redis://default:@127.0.0.1:6379' }, outboxed: false }),
+    'cds-default': () => ({ kind: 'redis-messaging', credentials: { uri: 'redis://default:@127.0.0.1:6379' } }),
     raw: () => ({ url: 'redis://127.0.0.1:6379' }),
     versions: () => ({ 'redis-server': version('redis-server --version'), 'node-redis': require('redis/package.json').version }),
-    notes: ['redis: pub/sub on the local Redis (127.0.0.1:6379); @sap/cds redis-messaging is run with outboxed: false.']
+    notes: ['redis: pub/sub on the local Redis (127.0.0.1:6379); @sap/cds redis-messaging is run tuned (outboxed: false, messaging log level warn) and with its defaults (outboxed, info log).']
   },
   'redis-streams': {
-    label: { ours: 'native-redis-messaging (streams)' },
+    label: { ours: 'native-redis-messaging (streams)', 'ours-batched': 'native-redis-messaging (streams), onBatch + emitMany' },
     ours: () => ({ kind: 'native-redis-messaging', mode: 'streams', credentials: { uri: 'redis://127.0.0.1:6379' }, streamPrefix: `bench:${unique()}:`, queue: `bench-${unique()}` }),
+    'ours-batched': () => ({ kind: 'native-redis-messaging', mode: 'streams', credentials: { uri: 'redis://127.0.0.1:6379' }, streamPrefix: `bench:${unique()}:`, queue: `bench-${unique()}` }),
     notes: ['redis-streams: at-least-once on Redis Streams; neither @sap/cds nor a plain client offers this, so only our figures are shown.']
   },
   mqtt: {
-    label: { ours: 'native-mqtt-messaging (QoS 1)', raw: 'mqtt.js (QoS 1)' },
+    label: {
+      ours: 'native-mqtt-messaging (QoS 1)',
+      'ours-batched': 'native-mqtt-messaging (QoS 1), onBatch + emitMany',
+      raw: 'mqtt.js (QoS 1, persistent session, PUBACK after the handler)',
+      'raw-autoack': 'mqtt.js (QoS 1, clean session, PUBACK on receipt)'
+    },
     ours: () => ({ kind: 'native-mqtt-messaging', url: 'mqtt://127.0.0.1:1883', qos: 1, queue: `bench-${unique()}` }),
-    raw: () => ({ url: 'mqtt://127.0.0.1:1883', qos: 1 }),
+    'ours-batched': () => ({ kind: 'native-mqtt-messaging', url: 'mqtt://127.0.0.1:1883', qos: 1, queue: `bench-${unique()}` }),
+    raw: () => ({ url: 'mqtt://127.0.0.1:1883', qos: 1, ackAfterHandler: true, clientId: `bench-raw-${unique()}` }),
+    'raw-autoack': () => ({ url: 'mqtt://127.0.0.1:1883', qos: 1 }),
     versions: () => ({ mosquitto: version("mosquitto -h | sed -n 1p"), 'mqtt.js': require('mqtt/package.json').version }),
-    notes: ['mqtt: @sap/cds has no MQTT kind; compared with mqtt.js at QoS 1 on the local Mosquitto (127.0.0.1:1883).']
+    notes: [
+      'mqtt: @sap/cds has no MQTT kind; compared with mqtt.js at QoS 1 on the local Mosquitto (127.0.0.1:1883). The fair peer (`raw`) has the same contract as ours: a persistent session whose PUBACK is sent only after the handler ran; `raw-autoack` acknowledges on receipt (at-most-once to the app).'
+    ]
   },
   amqp: {
-    label: { ours: 'native-amqp-messaging (RabbitMQ, unsettled)', raw: 'rhea (unsettled, manual accept)' },
+    label: {
+      ours: 'native-amqp-messaging (RabbitMQ, unsettled)',
+      cds: '@sap/cds enterprise-messaging-shared (RabbitMQ addresses)',
+      raw: 'rhea (unsettled, accept after the handler)'
+    },
     prepare: () => ({ queue: `bench.${unique()}` }),
     cleanup: ({ queue }) => {
-      for (const q of [queue, `${queue}.raw`]) version(`rabbitmqctl -q delete_queue ${q}`)
+      for (const q of [queue, `${queue}.raw`, `${queue}.cds`]) version(`rabbitmqctl -q delete_queue ${q}`)
     },
     ours: ({ queue }) => ({ kind: 'native-amqp-messaging', url: 'amqp://127.0.0.1:5672', credentials: { user: 'guest', password: 'guest' }, queue: { name: queue } }),
+    cds: ({ queue }) => ({
+      kind: 'enterprise-messaging-shared',
+      impl: path.join(__dirname, 'app', 'peers', 'cds-amqp-rabbitmq.js'),
+      outboxed: false,
+      queue: { name: `${queue}.cds` },
+      // xb-msg-amqp-v100 connects over plain TCP for an amqp:// uri (SASL PLAIN guest/guest) and ignores oa2 then;
+      // @sap/cds still reads oa2 from the binding, so it is present.
+      credentials: { messaging: [{ protocol: ['amqp10ws'], uri: 'amqp://127.0.0.1:5672', oa2: { clientid: 'bench', clientsecret: 'bench', tokenendpoint: 'http://127.0.0.1:9/oauth/token' } }] }
+    }),
     raw: ({ queue }) => ({ queue: `${queue}.raw` }),
     versions: () => ({ rabbitmq: version("rabbitmqctl -q version"), rhea: require('rhea/package.json').version }),
     notes: [
       'amqp: RabbitMQ 3.10 with the AMQP 1.0 plugin (its own ceiling is about 8–9k msgs/s here). Ours publishes to amq.topic and consumes its bound queue; rhea publishes to and consumes from a queue address directly (one hop less).',
-      "amqp: @sap/cds's AMQP kind (enterprise-messaging-shared) cannot be pointed at the local broker: it connects over WebSocket with an OAuth2 client-credentials token taken from an Event Mesh binding (credentials.messaging[].oa2 and a wss:// uri), which RabbitMQ does not offer; no @sap/cds figures are shown."
+      "amqp: @sap/cds's AMQP kind (enterprise-messaging-shared) runs through bench/app/peers/cds-amqp-rabbitmq.js, which changes only its link addresses (RabbitMQ 3.x understands neither Event Mesh's anonymous 'topic:' sender nor 'queue:' sources) and skips Event Mesh's management API; its per-message path is @sap/cds's own. It uses the same /queue/<q> one-hop path as rhea."
+    ]
+  },
+  'event-mesh': {
+    label: {
+      ours: 'native-event-mesh-shared (AMQP over WebSocket, OAuth2)',
+      cds: '@sap/cds event-mesh-shared (outboxed: false)'
+    },
+    prepare: async ({ topic }) => {
+      const fake = await eventMesh()
+      const queue = `bench/${unique()}`
+      // @sap/cds's management calls go to https:443 whatever the binding says (see
+      // bench/app/peers/cds-event-mesh-fake.js): its queue and subscription are made here, as those calls would.
+      fake.broker.putQueue(`${queue}/cds`, {})
+      fake.broker.queue(`${queue}/cds`).subscriptions.add(topic)
+      return { fake, queue, credentials: fake.binding({ namespace: 'bench/ns/1' }) }
+    },
+    cleanup: ({ fake, queue }) => {
+      for (const q of [queue, `${queue}/cds`]) fake.broker.deleteQueue(q)
+    },
+    finish: async () => {
+      if (fakeEventMesh) await (await fakeEventMesh).close()
+      fakeEventMesh = undefined
+    },
+    // ours provisions its queue and subscription through the fake's management API itself
+    ours: ({ queue, credentials }) => ({ kind: 'native-event-mesh-shared', managementBasePath: '/sap-event-mesh/rest/api/v1', credentials, queue: { name: queue } }),
+    cds: ({ queue, credentials }) => ({
+      kind: 'event-mesh-shared',
+      impl: path.join(__dirname, 'app', 'peers', 'cds-event-mesh-fake.js'),
+      outboxed: false,
+      credentials,
+      queue: { name: `${queue}/cds` }
+    }),
+    versions: () => ({ '@sap/xb-msg-amqp-v100': require('@sap/xb-msg-amqp-v100/package.json').version }),
+    notes: [
+      "event-mesh: both kinds against the FAKE Event Mesh of __test__/fake-event-mesh (token endpoint over http, ws:// gateway, an in-memory broker in bench/run.js's own process, whose CPU is not counted), with Event Mesh's addresses (anonymous sender with `to: topic:<t>`, receiver on `queue:<q>`). No real Event Mesh is reachable here; the broker's speed caps both alike.",
+      "event-mesh: @sap/cds's kind runs through bench/app/peers/cds-event-mesh-fake.js, which only skips its management calls (they go to https:443, which a shared machine cannot give a benchmark); its queue and subscription are created beforehand. Token, WebSocket, links and per-message path are @sap/cds's own."
     ]
   }
 }

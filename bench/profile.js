@@ -53,4 +53,14 @@ for (const [node, us] of self) {
 console.log(`${kind}: ${result.received} messages, ${(result.received / ((result.last - result.t0) / 1000)).toFixed(0)} msgs/s e2e, CPU ${result.cpuSeconds.toFixed(2)} s (main thread + engine threads)`)
 console.log('main-thread time by group (self time):')
 for (const [g, us] of [...groups].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`  ${((100 * us) / total).toFixed(1).padStart(5)} %  ${g}`)
+// The hottest functions outside @sap/cds (self time), to see what our own JS and the boundary cost.
+const fns = new Map()
+for (const [node, us] of self) {
+  const f = node.callFrame
+  if ((f.url || '').includes('@sap/cds') || f.functionName === '(idle)') continue
+  const k = `${f.functionName || '(anonymous)'} ${(f.url || '').replace(/.*node_modules\//, '').replace(path.join(__dirname, '..') + '/', '')}:${f.lineNumber + 1}`
+  fns.set(k, (fns.get(k) || 0) + us)
+}
+console.log('hottest functions outside @sap/cds (self time, share of main-thread time):')
+for (const [k, us] of [...fns].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`  ${((100 * us) / total).toFixed(1).padStart(5)} %  ${k}`)
 fs.rmSync(dir, { recursive: true, force: true })

@@ -4,7 +4,9 @@
 //   node bench/worker.js <role> <json spec>
 //
 // role: `both` (producer and consumer in this process), `produce`, or `consume`.
-// spec: { driver, impl: 'ours'|'cds'|'raw', size, inflight, n, config, timeoutMs, idleMs }
+// spec: { driver, impl: 'ours'|'ours-batched'|'cds'|'cds-default'|'floor'|'raw'|'raw-…', size, inflight, n, config, timeoutMs, idleMs }
+//   --soak adds { soak: true, sampleMs, slowMs, prefilled } (slowMs > 0: the consumer handles one message at a time,
+//   slowMs each; prefilled: all n were emitted by an earlier `produce` run, so the backlog starts at n).
 // Prints `READY` when a consumer is subscribed, and one JSON line with its measurements at the end.
 const { performance } = require('node:perf_hooks')
 
@@ -30,6 +32,7 @@ function resources() {
 async function capClient() {
   const cds = require('@sap/cds')
   const m = await cds.connect.to('messaging') // configured through CDS_CONFIG by run.js
+  if (spec.impl === 'ours-batched') return batchedClient(m)
   return {
     emit: (topic, data) => m.emit(topic, data),
     on: (topic, fn) => m.on(topic, msg => fn(msg.data)),
@@ -40,6 +43,38 @@ async function capClient() {
     close: async () => {
       if (typeof m.disconnect === 'function') await m.disconnect()
     }
+  }
+}
+
+/**
+ * `ours-batched`: the emits of one tick (the producer's lanes) go out in one `srv.emitMany`; the
+ * consumer's handler is an `srv.onBatch` handler.
+ */
+function batchedClient(m) {
+  let queued = []
+  const flush = () => {
+    const batch = queued
+    queued = []
+    m.emitMany(batch.map(q => q.msg)).then(results => {
+      for (let i = 0; i < batch.length; i++) {
+        if (results[i].status === 'fulfilled') batch[i].resolve()
+        else batch[i].reject(results[i].reason)
+      }
+    })
+  }
+  return {
+    emit: (topic, data) =>
+      new Promise((resolve, reject) => {
+        if (queued.push({ msg: { event: topic, data }, resolve, reject }) === 1) queueMicrotask(flush)
+      }),
+    on: (topic, fn) =>
+      m.onBatch(topic, msgs => {
+        for (const msg of msgs) fn(msg.data)
+      }),
+    listen: async () => {
+      await Promise.race([m.startListening(), sleep(50)])
+    },
+    close: () => m.disconnect()
   }
 }
 
@@ -56,6 +91,9 @@ function payload(i) {
   return base
 }
 
+/** Emits started so far (--soak --slow counts the backlog as emitted − received). */
+let emitted = spec.prefilled ? spec.n : 0
+
 async function produce(client, topic) {
   const template = payload(0)
   let next = 0
@@ -64,6 +102,7 @@ async function produce(client, topic) {
   const lane = async () => {
     while (next < spec.n) {
       const i = next++
+      emitted = next
       try {
         await client.emit(topic, { ...template, i, t: now() })
       } catch {
@@ -83,16 +122,21 @@ function consumer(client, topic) {
   let dup = 0
   let last = 0
   let first = 0
-  const soak = { rssStart: process.memoryUsage.rss(), rss10: 0, rssEnd: 0 }
+  const soak = spec.soak ? soakSampler(() => received) : null
+  // --soak --slow: one message at a time, each taking spec.slowMs (the handler's promise settles
+  // then), so a backlog builds up wherever the transport keeps it.
+  let gate = Promise.resolve()
+  const slow = spec.slowMs > 0
   client.on(topic, data => {
     const t = now()
-    if (spec.soak && received === Math.floor(spec.n / 10)) soak.rss10 = process.memoryUsage.rss()
+    if (soak && received === Math.floor(spec.n / 10)) soak.mark10()
     if (!first) first = t
     last = t
     if (seen[data.i]) dup++
     else received++
     seen[data.i] = 1
     if (!spec.soak || received % 100 === 0) lat.push(t - data.t)
+    if (slow) return (gate = gate.then(() => sleep(spec.slowMs)))
   })
   const done = () =>
     new Promise(resolve => {
@@ -105,8 +149,71 @@ function consumer(client, topic) {
         }
       }, 5)
     })
-  return { done, stats: () => ({ received, dup, first, last, lat, ...(spec.soak ? { ...soak, rssEnd: process.memoryUsage.rss() } : {}) }) }
+  return { done, stats: () => ({ received, dup, first, last, lat, ...(soak ? soak.end() : {}) }) }
 }
+
+/**
+ * --soak: memory at the start, when 10 % of the messages were received, at the end, and a sample
+ * (RSS, V8 heap used/total, external, array buffers) every spec.sampleMs with the count received then.
+ */
+function soakSampler(received) {
+  const t0 = now()
+  const mem = () => {
+    const m = process.memoryUsage()
+    return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers }
+  }
+  const samples = []
+  const sample = () => samples.push({ t: Math.round(now() - t0), emitted, received: received(), ...mem() })
+  const timer = setInterval(sample, spec.sampleMs || 1000)
+  const start = mem()
+  let at10 = null
+  let smaps10 = null
+  // BENCH_HEAP_SNAPSHOTS=<dir>: V8 heap snapshots at 10 % and at the end, to diff (diagnosis only).
+  const snap = name => process.env.BENCH_HEAP_SNAPSHOTS && require('node:v8').writeHeapSnapshot(require('node:path').join(process.env.BENCH_HEAP_SNAPSHOTS, `${spec.driver}-${name}.heapsnapshot`))
+  return {
+    mark10: () => {
+      at10 = mem()
+      smaps10 = smaps()
+      snap('10')
+    },
+    end: () => {
+      clearInterval(timer)
+      sample()
+      const end = mem()
+      snap('end')
+      return { rssStart: start.rss, rss10: at10?.rss || 0, rssEnd: end.rss, memStart: start, mem10: at10, memEnd: end, smaps10, smapsEnd: smaps(), samples }
+    }
+  }
+}
+
+/**
+ * Resident memory by kind of mapping (Linux): `brk` = glibc's main arena ([heap]), `anon` = other
+ * anonymous mappings (V8's heap, glibc's thread arenas, thread stacks), `file` = mapped files.
+ */
+function smaps() {
+  let text
+  try {
+    text = require('node:fs').readFileSync('/proc/self/smaps', 'utf8')
+  } catch {
+    return null
+  }
+  const out = { brk: 0, anon: 0, file: 0, anonMappings: 0 }
+  let kind = 'anon'
+  for (const line of text.split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ (\d+)\s*(.*)$/.exec(line)
+    if (head) {
+      const name = head[2]
+      kind = name === '[heap]' ? 'brk' : !name || name.startsWith('[anon') ? 'anon' : name.startsWith('[') ? 'anon' : 'file'
+      if (kind === 'anon') out.anonMappings++
+      continue
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line)
+    if (rss) out[kind] += Number(rss[1]) * 1024
+  }
+  return out
+}
+
+const pickSoak = s => ({ smaps10: s.smaps10, smapsEnd: s.smapsEnd, rssStart: s.rssStart, rss10: s.rss10, rssEnd: s.rssEnd, memStart: s.memStart, mem10: s.mem10, memEnd: s.memEnd, samples: s.samples })
 
 function summarize(lat) {
   if (!lat.length) return { p50: null, p99: null }
@@ -116,7 +223,7 @@ function summarize(lat) {
 }
 
 async function main() {
-  const client = spec.impl === 'raw' ? await rawClient() : await capClient()
+  const client = spec.impl.startsWith('raw') ? await rawClient() : await capClient()
   const topic = spec.topic
   let out = {}
   if (role === 'both') {
@@ -127,7 +234,7 @@ async function main() {
     await c.done()
     const s = c.stats()
     out = { ...p, received: s.received, dup: s.dup, last: s.last, ...summarize(s.lat) }
-    if (spec.soak) Object.assign(out, { rssStart: s.rssStart, rss10: s.rss10, rssEnd: s.rssEnd })
+    if (spec.soak) Object.assign(out, pickSoak(s))
   } else if (role === 'consume') {
     const c = consumer(client, topic)
     await client.listen()
@@ -136,6 +243,7 @@ async function main() {
     await c.done()
     const s = c.stats()
     out = { received: s.received, dup: s.dup, first: s.first, last: s.last, ...summarize(s.lat) }
+    if (spec.soak) Object.assign(out, pickSoak(s))
   } else {
     out = await produce(client, topic)
   }
