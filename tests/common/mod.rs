@@ -22,20 +22,21 @@ use tokio::sync::mpsc;
 pub fn box_store(dir: &std::path::Path) -> cds_native_messaging::transport::file::store::BoxStore {
     use cds_native_messaging::transport::file::lock::{BoxLock, LockSettings};
     let path = dir.join("box");
-    cds_native_messaging::transport::file::store::BoxStore {
-        lock: BoxLock::new(
-            &path,
-            cds_native_messaging::transport::support::host::host_name(),
-            LockSettings {
-                timeout: Duration::from_secs(5),
-                stale_after: Duration::from_secs(60),
-            },
-        ),
-        dead_letter_path: dir.join("box.dead"),
-        malformed_path: dir.join("box.malformed"),
+    let lock = BoxLock::new(
+        &path,
+        cds_native_messaging::transport::support::host::host_name(),
+        LockSettings {
+            timeout: Duration::from_secs(5),
+            stale_after: Duration::from_secs(60),
+        },
+    );
+    cds_native_messaging::transport::file::store::BoxStore::new(
         path,
-        fsync: false,
-    }
+        dir.join("box.dead"),
+        dir.join("box.malformed"),
+        lock,
+        false,
+    )
 }
 
 /// A message body in @sap/cds's box shape whose data is one string of `pad` bytes.

@@ -186,20 +186,21 @@ impl FileTransport {
     /// Creates the box file if needed (as `"\n"`, like @sap/cds).
     pub fn new(config: FileConfig, log: Logger) -> Result<Self> {
         config.validate()?;
-        let store = BoxStore {
-            lock: BoxLock::new(
-                &config.path,
-                crate::transport::support::host::host_name(),
-                LockSettings {
-                    timeout: config.lock_timeout,
-                    stale_after: config.stale_lock_after,
-                },
-            ),
-            path: config.path,
-            dead_letter_path: config.dead_letter_path,
-            malformed_path: config.malformed_path,
-            fsync: config.fsync,
-        };
+        let lock = BoxLock::new(
+            &config.path,
+            crate::transport::support::host::host_name(),
+            LockSettings {
+                timeout: config.lock_timeout,
+                stale_after: config.stale_lock_after,
+            },
+        );
+        let store = BoxStore::new(
+            config.path,
+            config.dead_letter_path,
+            config.malformed_path,
+            lock,
+            config.fsync,
+        );
         store.ensure_exists()?;
         Ok(FileTransport {
             shared: Arc::new(Shared {
@@ -422,6 +423,10 @@ const CYCLE_BACKOFF: Backoff = Backoff {
 
 /// How long `close` waits for deliveries in flight before giving them back to the box.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a stopping consumer waits after its last rewrite of the box for writers that opened the
+/// old file before it (see [`store::RETIRED_WATCH`]).
+const LATE_APPEND_GRACE: Duration = Duration::from_millis(300);
+
 /// A full cycle runs at least this often even when the box looks unchanged (to take over the
 /// claims of crashed processes).
 const FORCED_CYCLE: Duration = Duration::from_secs(5);
@@ -456,6 +461,7 @@ impl ConsumerLoop {
                     if !ops.is_empty() {
                         let _ = self.cycle(&mut next_seq, std::mem::take(&mut ops), 0).await;
                     }
+                    self.carry_late_appends().await;
                     return;
                 }
                 tokio::select! {
@@ -473,12 +479,15 @@ impl ConsumerLoop {
             let snapshot = self.ctx.subscriptions.snapshot();
             let want = self.ctx.max_in_flight.saturating_sub(outstanding.len());
             let stamp = Stamp::of(&self.shared.store.path);
+            // Lines written into a box file we replaced are not seen in the box's stamp.
+            let late = self.shared.store.has_late_appends();
             let unchanged = stamp.is_some()
                 && stamp == last_stamp
+                && !late
                 && !subs_changed
                 && !saturated
                 && last_full.elapsed() < FORCED_CYCLE;
-            let idle = snapshot.is_empty() && ops.is_empty();
+            let idle = snapshot.is_empty() && ops.is_empty() && !late;
             let backing_off = retry_at.is_some_and(|t| Instant::now() < t);
             if !(backing_off || idle || (unchanged && ops.is_empty())) {
                 let sent_ops = std::mem::take(&mut ops);
@@ -535,6 +544,26 @@ impl ConsumerLoop {
                 Some(op) = ops_rx.recv() => apply(op, &mut ops, &mut outstanding),
                 _ = subs.changed() => {}
             }
+        }
+    }
+
+    /// Last step of a stopping consumer: lines written into box files it replaced (by a writer that
+    /// opened the box just before a rename) are carried over into the box. It first gives such a
+    /// writer [`LATE_APPEND_GRACE`] after the last replacement.
+    async fn carry_late_appends(&self) {
+        let Some(replaced) = self.shared.store.last_replaced() else {
+            return;
+        };
+        tokio::time::sleep_until((replaced + LATE_APPEND_GRACE).into()).await;
+        let shared = self.shared.clone();
+        let carried =
+            tokio::task::spawn_blocking(move || shared.store.carry_late_appends(&shared.log)).await;
+        if let Ok(Err(e)) = carried {
+            self.shared.log.error(&format!(
+                "lines written into a replaced file of box {} may be lost: {}",
+                self.shared.store.path.display(),
+                e.full_message()
+            ));
         }
     }
 

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::identity::same_process_alive;
 use super::line::{self, Claim, Line, Owner};
@@ -87,7 +89,26 @@ pub struct BoxStore {
     pub lock: BoxLock,
     /// fsync appends before an emit resolves.
     pub fsync: bool,
+    /// Box files our cycles replaced, still watched for late appends.
+    retired: Mutex<Vec<Retired>>,
 }
+
+/// A box file (inode) a cycle replaced by its rename. A writer that opened the box before the
+/// rename (@sap/cds's emitter, which appends even without the lock; Node's `appendFile` opens and
+/// writes in two steps) may still write into it: such lines are carried over into the box for
+/// [`RETIRED_WATCH`].
+#[derive(Debug)]
+struct Retired {
+    file: File,
+    /// Its bytes up to here are in the box (or were consumed).
+    accounted: u64,
+    /// When we stop watching it.
+    until: Instant,
+}
+
+/// How long a replaced box file is watched for late appends: far longer than a writer takes
+/// between opening a file and writing into it, even on a loaded machine.
+pub const RETIRED_WATCH: Duration = Duration::from_secs(3);
 
 /// Everything a cycle needs to know about the consumer.
 pub struct CycleInput<'a> {
@@ -108,6 +129,97 @@ pub struct CycleInput<'a> {
 }
 
 impl BoxStore {
+    /// A store of the box at `path`, its dead letters and malformed lines at the paths given.
+    pub fn new(
+        path: PathBuf,
+        dead_letter_path: PathBuf,
+        malformed_path: PathBuf,
+        lock: BoxLock,
+        fsync: bool,
+    ) -> Self {
+        BoxStore {
+            path,
+            dead_letter_path,
+            malformed_path,
+            lock,
+            fsync,
+            retired: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether a box file a cycle replaced has received lines since (a cycle carries them over).
+    /// Box files no longer watched are let go here, so their disk space is freed.
+    pub fn has_late_appends(&self) -> bool {
+        let now = Instant::now();
+        let mut late = false;
+        crate::sync::lock(&self.retired).retain(|r| match r.file.metadata() {
+            Ok(m) if m.len() > r.accounted => {
+                late = true;
+                true
+            }
+            Ok(_) => now < r.until,
+            Err(_) => false,
+        });
+        late
+    }
+
+    /// When a cycle last replaced the box file, while that file is still watched.
+    pub fn last_replaced(&self) -> Option<Instant> {
+        crate::sync::lock(&self.retired)
+            .iter()
+            .map(|r| r.until - RETIRED_WATCH)
+            .max()
+    }
+
+    /// Carries lines that reached replaced box files over into the box, under the lock (what a
+    /// consumer does last when it stops).
+    pub fn carry_late_appends(&self, log: &Logger) -> Result<()> {
+        if crate::sync::lock(&self.retired).is_empty() {
+            return Ok(());
+        }
+        let _guard = self.lock.acquire(log)?;
+        self.carry_locked(log)
+    }
+
+    /// [`BoxStore::carry_late_appends`] for a caller that holds the lock.
+    fn carry_locked(&self, log: &Logger) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let now = Instant::now();
+        let mut retired = crate::sync::lock(&self.retired);
+        for r in retired.iter_mut() {
+            let len = match r.file.metadata() {
+                Ok(m) => m.len(),
+                Err(_) => continue,
+            };
+            if len <= r.accounted {
+                continue;
+            }
+            let read_err = |e| io_err("cannot read replaced box file", &self.path, e);
+            r.file
+                .seek(SeekFrom::Start(r.accounted))
+                .map_err(read_err)?;
+            let mut box_file = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&self.path)
+                .map_err(|e| io_err("cannot open for appending", &self.path, e))?;
+            let n = std::io::copy(&mut r.file, &mut box_file)
+                .map_err(|e| io_err("cannot append to", &self.path, e))?;
+            if self.fsync {
+                box_file
+                    .sync_data()
+                    .map_err(|e| io_err("cannot flush to disk", &self.path, e))?;
+            }
+            r.accounted += n;
+            log.debug(&format!(
+                "carried {n} bytes written into a replaced file of box {} over into the box",
+                self.path.display()
+            ));
+        }
+        retired.retain(|r| now < r.until);
+        Ok(())
+    }
+
     /// Creates the box as `"\n"` if it does not exist (as @sap/cds does).
     pub fn ensure_exists(&self) -> Result<()> {
         if let Some(dir) = self.path.parent() {
@@ -146,6 +258,7 @@ impl BoxStore {
     pub fn cycle(&self, input: CycleInput<'_>, log: &Logger) -> Result<CycleResult> {
         use std::os::unix::fs::MetadataExt;
         let _guard = self.lock.acquire(log)?;
+        self.carry_locked(log)?;
         let file = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -255,7 +368,7 @@ impl BoxStore {
         dead.finish()?;
         malformed.finish()?;
         if let Some(out) = rewrite.out.take() {
-            self.replace(file, out, &rewrite.tmp, read_len, read_ino)?;
+            self.replace(file, out, &rewrite.tmp, (read_len, read_ino), log)?;
         }
         Ok(CycleResult {
             claimed,
@@ -268,16 +381,17 @@ impl BoxStore {
     /// (rename).
     ///
     /// @sap/cds's emitter appends even when it gave up waiting for the lock. Lines appended to the
-    /// box (`file`) since we read its `read_len` bytes are carried over into the new content; if the
-    /// box was rewritten meanwhile (another inode, or shorter), nothing is put in place and the
-    /// cycle fails, to be retried.
+    /// box (`file`) since we read its `read_len` bytes are carried over into the new content, and
+    /// the old file is watched for [`RETIRED_WATCH`] afterwards; if the box was rewritten
+    /// meanwhile (another inode, or shorter), nothing is put in place and the cycle fails, to be
+    /// retried.
     fn replace(
         &self,
         file: &File,
         mut out: std::io::BufWriter<File>,
         tmp: &Path,
-        read_len: u64,
-        read_ino: u64,
+        (read_len, read_ino): (u64, u64),
+        log: &Logger,
     ) -> Result<()> {
         use std::io::{Seek, SeekFrom};
         use std::os::unix::fs::MetadataExt;
@@ -317,22 +431,20 @@ impl BoxStore {
         write().map_err(|e| io_err("cannot rewrite box file", &self.path, e))?;
         #[cfg(test)]
         tests::replace_hook(tests::ReplaceStage::Renamed);
-        // Appends that reached the old file after we looked (a writer that opened it before the
-        // rename) are carried over to the new one.
-        let old_len = file.metadata().map_err(read_err)?.len();
-        if old_len > accounted {
-            old.seek(SeekFrom::Start(accounted)).map_err(read_err)?;
-            let mut f = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&self.path)
-                .map_err(|e| io_err("cannot open for appending", &self.path, e))?;
-            std::io::copy(&mut old, &mut f)
-                .map_err(|e| io_err("cannot append to", &self.path, e))?;
-            if self.fsync {
-                f.sync_data()
-                    .map_err(|e| io_err("cannot flush to disk", &self.path, e))?;
-            }
+        // Appends that reach the old file from now on (a writer that opened it before the rename)
+        // are carried over to the new one: now, and by the cycles of the next RETIRED_WATCH.
+        let old = file
+            .try_clone()
+            .map_err(|e| io_err("cannot read box file", &self.path, e))?;
+        crate::sync::lock(&self.retired).push(Retired {
+            file: old,
+            accounted,
+            until: Instant::now() + RETIRED_WATCH,
+        });
+        // The new content is in place: the cycle has happened. What could not be carried over now
+        // stays watched and is carried by the next cycle.
+        if let Err(e) = self.carry_locked(log) {
+            log.warn(&format!("{}; the next cycle tries again", e.full_message()));
         }
         Ok(())
     }

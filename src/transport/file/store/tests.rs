@@ -68,20 +68,21 @@ impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("box");
-        let store = BoxStore {
-            lock: BoxLock::new(
-                &path,
-                host_name(),
-                LockSettings {
-                    timeout: Duration::from_millis(500),
-                    stale_after: Duration::from_secs(60),
-                },
-            ),
-            dead_letter_path: dir.path().join("box.dead"),
-            malformed_path: dir.path().join("box.malformed"),
+        let lock = BoxLock::new(
+            &path,
+            host_name(),
+            LockSettings {
+                timeout: Duration::from_millis(500),
+                stale_after: Duration::from_secs(60),
+            },
+        );
+        let store = BoxStore::new(
             path,
-            fsync: false,
-        };
+            dir.path().join("box.dead"),
+            dir.path().join("box.malformed"),
+            lock,
+            false,
+        );
         Fixture {
             _dir: dir,
             store,
@@ -194,20 +195,21 @@ fn ensure_exists_creates_the_box_as_a_newline_and_keeps_existing_content() {
 fn ensure_exists_creates_missing_directories() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a").join("b").join("box");
-    let store = BoxStore {
-        lock: BoxLock::new(
-            &path,
-            host_name(),
-            LockSettings {
-                timeout: Duration::from_millis(100),
-                stale_after: Duration::from_secs(60),
-            },
-        ),
-        dead_letter_path: dir.path().join("dead"),
-        malformed_path: dir.path().join("malformed"),
-        path: path.clone(),
-        fsync: false,
-    };
+    let lock = BoxLock::new(
+        &path,
+        host_name(),
+        LockSettings {
+            timeout: Duration::from_millis(100),
+            stale_after: Duration::from_secs(60),
+        },
+    );
+    let store = BoxStore::new(
+        path.clone(),
+        dir.path().join("dead"),
+        dir.path().join("malformed"),
+        lock,
+        false,
+    );
     store.ensure_exists().unwrap();
     assert_eq!(fs::read_to_string(&path).unwrap(), "\n");
 }
@@ -752,4 +754,44 @@ fn late_appends_survive_a_box_removed_after_the_rename() {
     let r = f.cycle(&["a"], 10, &[]);
     assert_eq!(r.claimed, vec![claim(1, "a", A1, 1)]);
     assert_eq!(f.read(), "\nb {\"late\":1}");
+}
+
+/// A writer that opened the box before a cycle's rename and writes into it only after the cycle
+/// ended (Node's `appendFile` opens and writes in two steps; @sap/cds's emitter appends even
+/// without the lock) does not lose its line: the next cycle carries it over into the box. Until
+/// the replaced file is no longer watched, and then it is let go.
+#[test]
+fn a_line_written_into_the_replaced_box_after_the_cycle_reaches_the_next_cycle() {
+    let mut f = Fixture::new();
+    f.write(&format!("\na {A1}"));
+    let path = f.store.path.clone();
+    let old = std::rc::Rc::new(std::cell::RefCell::new(None::<File>));
+    let opened = old.clone();
+    let hook = on_replace(move |stage| {
+        if stage == ReplaceStage::Start {
+            *opened.borrow_mut() = Some(OpenOptions::new().append(true).open(&path).unwrap());
+        }
+    });
+    let r = f.cycle(&["a"], 10, &[]);
+    drop(hook);
+    assert_eq!(r.claimed, vec![claim(1, "a", A1, 1)]);
+    assert!(!f.store.has_late_appends());
+    assert!(f.store.last_replaced().is_some());
+
+    old.borrow_mut()
+        .take()
+        .unwrap()
+        .write_all(b"\nb {\"late\":1}")
+        .unwrap();
+    assert!(f.store.has_late_appends());
+    f.cycle(&["a"], 10, &[]);
+    assert_eq!(
+        f.read(),
+        format!("{}\nb {{\"late\":1}}", f.claimed(1, 1, "a", A1))
+    );
+    assert!(!f.store.has_late_appends());
+
+    std::thread::sleep(RETIRED_WATCH + Duration::from_millis(50));
+    assert!(!f.store.has_late_appends());
+    assert_eq!(f.store.last_replaced(), None, "the replaced file is let go");
 }
