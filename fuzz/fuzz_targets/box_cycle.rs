@@ -33,20 +33,21 @@ fuzz_target!(|data: &[u8]| {
     };
     DIR.with(|dir| {
         let path = dir.path().join("box");
-        let store = BoxStore {
-            path: path.clone(),
-            dead_letter_path: dir.path().join("box.dead"),
-            malformed_path: dir.path().join("box.malformed"),
-            lock: BoxLock::new(
-                &path,
-                "fuzz-host".into(),
-                LockSettings {
-                    timeout: Duration::from_millis(500),
-                    stale_after: Duration::from_secs(10),
-                },
-            ),
-            fsync: false,
-        };
+        let lock = BoxLock::new(
+            &path,
+            "fuzz-host".into(),
+            LockSettings {
+                timeout: Duration::from_millis(500),
+                stale_after: Duration::from_secs(10),
+            },
+        );
+        let store = BoxStore::new(
+            path.clone(),
+            dir.path().join("box.dead"),
+            dir.path().join("box.malformed"),
+            lock,
+            false,
+        );
         for p in [&store.path, &store.dead_letter_path, &store.malformed_path] {
             let _ = std::fs::remove_file(p);
         }
