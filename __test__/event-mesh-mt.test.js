@@ -9,7 +9,6 @@
 // The binding's token URL is `provider.auth.fake-em.test`, which nothing resolves: CDS_NATIVE_RESOLVE (the HTTP
 // client's host override, like curl --resolve) maps it and `t1-sub.auth.fake-em.test` to 127.0.0.1.
 const { spawn, spawnSync } = require('node:child_process')
-const fs = require('node:fs')
 const path = require('node:path')
 const { startFakeEventMesh } = require('./fake-event-mesh')
 const { until, freePort } = require('./helpers')
@@ -26,22 +25,17 @@ const HOOK = path.join(__dirname, '..', 'scripts', 'cds-matrix-hook.js')
  * of the repository (with @cap-js/sqlite there, every in-process CAP app of the @sap/cds 10 pass
  * would load a better-sqlite3 built for Node 20): the @sap/cds 10 pass has them in its matrix
  * (scripts/test-cds10.sh); otherwise they are installed once into the git-ignored .matrix/mt9,
- * next to the repository's @sap/cds 9 (no second @sap/cds: --legacy-peer-deps).
+ * next to the repository's @sap/cds 9, by scripts/matrix.sh (`npm test` does that in the background
+ * before jest starts).
  */
 let companions
 function companionEnv() {
   if (companions) return companions
   if (process.env.CDS_MATRIX_MODULES) return (companions = {})
-  const dir = path.join(__dirname, '..', '.matrix', 'mt9')
-  const modules = path.join(dir, 'node_modules')
-  const has = p => fs.existsSync(path.join(modules, p, 'package.json'))
-  if (!has('@sap/cds-mtxs') || !has('@cap-js/sqlite')) {
-    fs.mkdirSync(dir, { recursive: true })
-    fs.writeFileSync(path.join(dir, 'package.json'), '{ "private": true }\n')
-    const args = ['install', '--no-audit', '--no-fund', '--loglevel=error', '--legacy-peer-deps', '@sap/cds-mtxs@^3.9', '@cap-js/sqlite@^2']
-    const r = spawnSync('npm', args, { cwd: dir, encoding: 'utf8' })
-    if (r.status !== 0) throw new Error(`installing @sap/cds-mtxs and @cap-js/sqlite into ${dir} failed:\n${r.stdout}\n${r.stderr}`)
-  }
+  const root = path.join(__dirname, '..')
+  const modules = path.join(root, '.matrix', 'mt9', 'node_modules')
+  const r = spawnSync('bash', [path.join(root, 'scripts', 'matrix.sh'), 'mt9'], { cwd: root, encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`installing @sap/cds-mtxs and @cap-js/sqlite into ${modules} failed:\n${r.stdout}\n${r.stderr}`)
   return (companions = { CDS_COMPANION_MODULES: modules, NODE_OPTIONS: `${process.env.NODE_OPTIONS || ''} --require ${HOOK}`.trim() })
 }
 

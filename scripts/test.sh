@@ -7,6 +7,16 @@ cd "$(dirname "$0")/.."
 export CARGO_BUILD_TARGET="${CARGO_BUILD_TARGET:-x86_64-unknown-linux-gnu}"
 step() { printf '\n== %s\n' "$*"; }
 
+# The @sap/cds 10 matrix and the @sap/cds 9 multitenancy companions (scripts/matrix.sh) are
+# installed in the background while the Rust checks run; jest waits for them.
+mkdir -p .matrix
+step "test matrices: installing in the background (log .matrix/matrix-install.log)"
+setsid bash scripts/matrix.sh cds10 mt9 >.matrix/matrix-install.log 2>&1 &
+matrix_pid=$!
+fuzz_pid=""
+# Background jobs run in process groups of their own (setsid); an early exit stops them with it.
+stop_background() { for pid in $matrix_pid $fuzz_pid; do kill -- "-$pid" 2>/dev/null || true; done; }
+trap stop_background EXIT
 step "cargo fmt --check"
 cargo fmt --check
 step "cargo clippy --all-targets -- -D warnings"
@@ -22,14 +32,17 @@ cargo test
 # brokers and timers much of the time), then each runs FUZZ_SECONDS (default 20, at most 60;
 # FUZZ_SECONDS=0 skips fuzzing).
 fuzz_secs="${FUZZ_SECONDS:-20}"
-fuzz_pid=""
 if [ "$fuzz_secs" != 0 ]; then
   mkdir -p .matrix
   step "fuzz targets: building in the background (nice 19, log .matrix/fuzz-build.log)"
-  # setsid: its own process group, so an early exit stops cargo and rustc with it.
   FUZZ_BUILD_ONLY=1 setsid nice -n 19 bash scripts/fuzz.sh "$fuzz_secs" >.matrix/fuzz-build.log 2>&1 &
   fuzz_pid=$!
-  trap 'kill -- "-$fuzz_pid" 2>/dev/null || true' EXIT
+fi
+step "test matrices: waiting for the background install"
+if ! wait "$matrix_pid"; then
+  tail -n 60 .matrix/matrix-install.log
+  echo "installing the test matrices failed (see above)" >&2
+  exit 1
 fi
 step "jest with @sap/cds $(node -p "require('@sap/cds/package.json').version") on Node $(node -v)"
 node scripts/jest-each.js
