@@ -12,6 +12,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 
 use super::super::address::Scheme;
+use super::nudge::{Nudge, Situation};
 use super::{Conn, ConnSettings, Events, SubTicket, Waiter};
 use crate::error::{Error, ErrorCode, Result};
 use crate::sync::lock;
@@ -92,13 +93,22 @@ pub(super) async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<d
     let mut ever_connected = false;
     let mut takeover = super::super::takeover::Takeover::default();
     let log = conn.log.clone();
+    let mut nudge = Nudge::default();
     loop {
+        let now = Situation {
+            awaiting_acks: !inflight.is_empty(),
+            idle: el.state.events.is_empty() && lock(&conn.fifo).is_empty(),
+        };
+        if nudge.due(now) {
+            write_pingreq(&mut el).await;
+        }
         let polled = el.poll().await;
         if polled.is_ok() {
             write_acks(&mut el, &conn, epoch, &polled).await;
         }
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                nudge.reset();
                 // Put back what was queued or unacknowledged when the connection was lost, also
                 // when the broker has no session for us (rumqttc would drop it then).
                 while let Some(r) = held.pop_back() {
@@ -159,7 +169,9 @@ pub(super) async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<d
                 if let Some(w) = inflight.remove(&a.pkid) {
                     w.finish(Ok(()));
                 }
+                nudge.puback();
             }
+            Ok(Event::Incoming(Packet::PingResp)) => nudge.pingresp(),
             Ok(Event::Incoming(Packet::SubAck(s))) => {
                 if let (Some(t), Some(ev)) = (sub_wait.remove(&s.pkid), &events) {
                     ev.subscribed(t, s.return_codes);
@@ -202,6 +214,7 @@ pub(super) async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<d
             }
             Ok(_) => {}
             Err(e) => {
+                nudge.reset();
                 {
                     let mut g = lock(&conn.epoch);
                     *g += 1;
@@ -288,6 +301,16 @@ pub(super) async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<d
     let rest: Vec<Waiter> = lock(&conn.fifo).drain(..).collect();
     for w in rest {
         w.finish(Err(why()));
+    }
+}
+
+/// Writes a PINGREQ straight to the connection (see [`super::nudge`]). A failure shows up as an
+/// error of the next poll.
+async fn write_pingreq(el: &mut EventLoop) {
+    if let Some(network) = el.network.as_mut() {
+        if network.write(Packet::PingReq).await.is_ok() {
+            let _ = network.flush().await;
+        }
     }
 }
 

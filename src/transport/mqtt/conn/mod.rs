@@ -19,6 +19,9 @@
 //!   an ack is written only if its delivery came from the current epoch. A wake-up ack queued just
 //!   before the loss is removed by a second `clean()` after the epoch was raised, so an ack can
 //!   never acknowledge a different message that reuses a packet id.
+//! - **No Nagle stall at the end of a burst.** While publishes await their PUBACK and nothing else is
+//!   to be written, a PINGREQ follows each segment of the broker, so a broker with Nagle on does not
+//!   hold the last PUBACKs for our delayed TCP ACK (see `nudge.rs`).
 //! - **Never blocks the loop on the caller**: requests are queued with `try_send` into a channel
 //!   sized for the publish window plus the acks that can be outstanding.
 
@@ -33,6 +36,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 mod eventloop;
+mod nudge;
 
 pub use self::eventloop::describe;
 use self::eventloop::{mqtt_options, run};
