@@ -20,6 +20,8 @@ const version = cmd => {
     return 'not found'
   }
 }
+// The MQTT broker (BENCH_MQTT_URL, e.g. a Mosquitto with `set_tcp_nodelay true`; default: the local one).
+const MQTT_URL = process.env.BENCH_MQTT_URL || 'mqtt://127.0.0.1:1883'
 const unique = () => `${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 6)}`
 
 // The FAKE Event Mesh of the tests (__test__/fake-event-mesh: token endpoint, management API, AMQP 1.0
@@ -82,13 +84,14 @@ module.exports = {
       raw: 'mqtt.js (QoS 1, persistent session, PUBACK after the handler)',
       'raw-autoack': 'mqtt.js (QoS 1, clean session, PUBACK on receipt)'
     },
-    ours: () => ({ kind: 'native-mqtt-messaging', url: 'mqtt://127.0.0.1:1883', qos: 1, queue: `bench-${unique()}` }),
-    'ours-batched': () => ({ kind: 'native-mqtt-messaging', url: 'mqtt://127.0.0.1:1883', qos: 1, queue: `bench-${unique()}` }),
-    raw: () => ({ url: 'mqtt://127.0.0.1:1883', qos: 1, ackAfterHandler: true, clientId: `bench-raw-${unique()}` }),
-    'raw-autoack': () => ({ url: 'mqtt://127.0.0.1:1883', qos: 1 }),
+    ours: () => ({ kind: 'native-mqtt-messaging', url: MQTT_URL, qos: 1, queue: `bench-${unique()}` }),
+    'ours-batched': () => ({ kind: 'native-mqtt-messaging', url: MQTT_URL, qos: 1, queue: `bench-${unique()}` }),
+    raw: () => ({ url: MQTT_URL, qos: 1, ackAfterHandler: true, clientId: `bench-raw-${unique()}` }),
+    'raw-autoack': () => ({ url: MQTT_URL, qos: 1 }),
     versions: () => ({ mosquitto: version("mosquitto -h | sed -n 1p"), 'mqtt.js': require('mqtt/package.json').version }),
     notes: [
-      'mqtt: @sap/cds has no MQTT kind; compared with mqtt.js at QoS 1 on the local Mosquitto (127.0.0.1:1883). The fair peer (`raw`) has the same contract as ours: a persistent session whose PUBACK is sent only after the handler ran; `raw-autoack` acknowledges on receipt (at-most-once to the app).'
+      `mqtt: @sap/cds has no MQTT kind; compared with mqtt.js at QoS 1 on the local Mosquitto (${MQTT_URL}).` +
+        ' The fair peer (`raw`) has the same contract as ours: a persistent session whose PUBACK is sent only after the handler ran; `raw-autoack` acknowledges on receipt (at-most-once to the app).'
     ]
   },
   amqp: {
