@@ -96,19 +96,64 @@ pub struct BoxStore {
 /// A box file (inode) a cycle replaced by its rename. A writer that opened the box before the
 /// rename (@sap/cds's emitter, which appends even without the lock; Node's `appendFile` opens and
 /// writes in two steps) may still write into it: such lines are carried over into the box for
-/// [`RETIRED_WATCH`].
+/// [`RETIRED_WATCH`], from the newest [`MAX_RETIRED`] replaced files. [`FREE_AFTER`] after the
+/// replacement, the bytes already in the box are freed on disk (a hole is punched into them), so a
+/// watched file does not hold the box's old content for long.
 #[derive(Debug)]
 struct Retired {
     file: File,
     /// Its bytes up to here are in the box (or were consumed).
     accounted: u64,
-    /// When we stop watching it.
-    until: Instant,
+    /// Its bytes up to here are freed on disk.
+    freed: u64,
+    /// When the cycle replaced it.
+    replaced: Instant,
+}
+
+impl Retired {
+    fn watched(&self, now: Instant) -> bool {
+        now < self.replaced + RETIRED_WATCH
+    }
+
+    /// Frees the disk space of the bytes already in the box (where the file system can and the box
+    /// was writable; elsewhere they stay allocated until the file is let go).
+    fn free_accounted(&mut self) {
+        use std::os::fd::AsRawFd;
+        if self.accounted <= self.freed {
+            return;
+        }
+        let (Ok(offset), Ok(len)) = (
+            libc::off_t::try_from(self.freed),
+            libc::off_t::try_from(self.accounted - self.freed),
+        ) else {
+            return;
+        };
+        // SAFETY: fallocate on a descriptor we own; it changes no memory of ours.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                len,
+            )
+        };
+        if rc == 0 {
+            self.freed = self.accounted;
+        }
+    }
 }
 
 /// How long a replaced box file is watched for late appends: far longer than a writer takes
 /// between opening a file and writing into it, even on a loaded machine.
 pub const RETIRED_WATCH: Duration = Duration::from_secs(3);
+
+/// When the old content of a replaced box file is freed on disk: a reader that opened it before
+/// the rename (@sap/cds's consumer reads without an exclusive lock) has read it by then.
+pub const FREE_AFTER: Duration = Duration::from_millis(500);
+
+/// How many replaced box files are watched at most (the newest). A busy box is rewritten hundreds
+/// of times a second; without a bound every rewrite of the last 3 s would hold a descriptor.
+pub const MAX_RETIRED: usize = 32;
 
 /// Everything a cycle needs to know about the consumer.
 pub struct CycleInput<'a> {
@@ -157,7 +202,7 @@ impl BoxStore {
                 late = true;
                 true
             }
-            Ok(_) => now < r.until,
+            Ok(_) => r.watched(now),
             Err(_) => false,
         });
         late
@@ -167,7 +212,7 @@ impl BoxStore {
     pub fn last_replaced(&self) -> Option<Instant> {
         crate::sync::lock(&self.retired)
             .iter()
-            .map(|r| r.until - RETIRED_WATCH)
+            .map(|r| r.replaced)
             .max()
     }
 
@@ -187,6 +232,9 @@ impl BoxStore {
         let now = Instant::now();
         let mut retired = crate::sync::lock(&self.retired);
         for r in retired.iter_mut() {
+            if now >= r.replaced + FREE_AFTER {
+                r.free_accounted();
+            }
             let len = match r.file.metadata() {
                 Ok(m) => m.len(),
                 Err(_) => continue,
@@ -216,7 +264,7 @@ impl BoxStore {
                 self.path.display()
             ));
         }
-        retired.retain(|r| now < r.until);
+        retired.retain(|r| r.watched(now));
         Ok(())
     }
 
@@ -259,7 +307,13 @@ impl BoxStore {
         use std::os::unix::fs::MetadataExt;
         let _guard = self.lock.acquire(log)?;
         self.carry_locked(log)?;
-        let file = match File::open(&self.path) {
+        // Opened for writing as well where we may (nothing is written through it): once the file
+        // is replaced, its old content is freed through this descriptor (`Retired`).
+        let opened = match OpenOptions::new().read(true).write(true).open(&self.path) {
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => File::open(&self.path),
+            other => other,
+        };
+        let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 self.ensure_exists()?;
@@ -436,11 +490,18 @@ impl BoxStore {
         let old = file
             .try_clone()
             .map_err(|e| io_err("cannot read box file", &self.path, e))?;
-        crate::sync::lock(&self.retired).push(Retired {
+        let newest = Retired {
             file: old,
             accounted,
-            until: Instant::now() + RETIRED_WATCH,
-        });
+            freed: 0,
+            replaced: Instant::now(),
+        };
+        {
+            let mut retired = crate::sync::lock(&self.retired);
+            retired.push(newest);
+            let excess = retired.len().saturating_sub(MAX_RETIRED);
+            retired.drain(..excess);
+        }
         // The new content is in place: the cycle has happened. What could not be carried over now
         // stays watched and is carried by the next cycle.
         if let Err(e) = self.carry_locked(log) {

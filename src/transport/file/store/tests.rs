@@ -795,3 +795,38 @@ fn a_line_written_into_the_replaced_box_after_the_cycle_reaches_the_next_cycle()
     assert!(!f.store.has_late_appends());
     assert_eq!(f.store.last_replaced(), None, "the replaced file is let go");
 }
+
+/// A busy box is rewritten many times within [`RETIRED_WATCH`]: only the newest [`MAX_RETIRED`]
+/// replaced files stay open, and [`FREE_AFTER`] their old content no longer takes disk space.
+#[test]
+fn replaced_box_files_are_bounded_in_number_and_freed_on_disk() {
+    use std::os::unix::fs::MetadataExt;
+    let mut f = Fixture::new();
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(64 * 1024));
+    let lines: String = (0..MAX_RETIRED + 5).map(|_| format!("\na {big}")).collect();
+    f.write(&lines);
+    for _ in 0..MAX_RETIRED + 5 {
+        assert_eq!(
+            f.cycle(&["a"], 1, &[]).claimed.len(),
+            1,
+            "each cycle rewrites the box"
+        );
+    }
+    assert_eq!(crate::sync::lock(&f.store.retired).len(), MAX_RETIRED);
+
+    let blocks = |store: &BoxStore| -> u64 {
+        crate::sync::lock(&store.retired)
+            .iter()
+            .map(|r| r.file.metadata().unwrap().blocks())
+            .sum()
+    };
+    let before = blocks(&f.store);
+    assert!(before > 0);
+    std::thread::sleep(FREE_AFTER + Duration::from_millis(50));
+    f.cycle(&["a"], 0, &[]);
+    let after = blocks(&f.store);
+    assert!(
+        after * 10 < before,
+        "old content freed: {after} blocks left of {before}"
+    );
+}
