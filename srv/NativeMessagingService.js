@@ -80,15 +80,6 @@ class NativeMessagingService extends cds.MessagingService {
   }
 
   /**
-   * Whether every emit goes to the engine in a publish call of its own, so that it resolves as soon
-   * as its own confirmation arrived (default: the emits of one tick go in one call, which resolves
-   * when the last of them was confirmed).
-   */
-  get publishesEachMessage() {
-    return false
-  }
-
-  /**
    * Whether the first attempt of an emit is delivered to this service's own handlers in this
    * process, without the engine (see lib/in-process.js); the engine redelivers what failed.
    */
@@ -213,8 +204,7 @@ class NativeMessagingService extends cds.MessagingService {
       // its messages did: each goes in a call of its own, so one whose handler never settles does
       // not hold the emits of the same tick (issue #14, defect 5).
       // The messages of one `emitMany` (`bulk`) resolve together anyway: they go in one call.
-      // MQTT: see NativeMqttMessaging#publishesEachMessage.
-      if (this.listenImmediately || this.publishesEachMessage) for (const group of byBulk(batch)) this._publish(group, nested)
+      if (this.listenImmediately) for (const group of byBulk(batch)) this._publish(group, nested)
       else this._publish(batch, nested)
     }
   }

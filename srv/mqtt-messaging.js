@@ -35,19 +35,6 @@ class NativeMqttMessaging extends NativeMessagingService {
     queue: { name: true }
   }
 
-  /**
-   * Every emit resolves on its own PUBACK, not with the last one of its tick's batch (issue #16).
-   * Mosquitto does not set TCP_NODELAY by default: a PUBACK it writes while an earlier one is
-   * still unacknowledged at the TCP level waits for that ACK, and this host's delayed ACK sends it
-   * only with our next packet or after ~40 ms. Emits resolved per batch left the publisher silent
-   * until the whole batch was confirmed, so every batch waited out the delayed ACK (5,000 messages
-   * took 2.2 s instead of 0.35 s at 100 in flight); an emit resolved on its own PUBACK lets its
-   * caller's next emit carry the ACK at once, as mqtt.js's per-publish callbacks do.
-   */
-  get publishesEachMessage() {
-    return true
-  }
-
   engineOptions(o) {
     const c = o.credentials || {}
     const binding = eventMeshBinding(c)

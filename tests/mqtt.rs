@@ -118,6 +118,36 @@ async fn puback_arrives_the_emit_resolves_and_the_payload_is_unchanged() {
 }
 
 #[tokio::test]
+async fn a_burst_is_confirmed_when_the_broker_holds_its_last_puback_until_the_client_writes() {
+    // Mosquitto writes with Nagle's algorithm by default: the PUBACK it writes while an earlier
+    // one is unacknowledged at the TCP level waits for our (delayed) ACK, ~40 ms, unless we send
+    // something. A publisher that only waits for PUBACKs after a burst must write (issue #16).
+    let fake = FakeMqtt::start(Script {
+        hold_last_puback: true,
+        ..Default::default()
+    })
+    .await;
+    let e = engine(&fake, "held-puback", |c| {
+        c.publish_timeout = Duration::from_secs(5);
+        c.keep_alive = Duration::from_secs(60);
+    });
+    for round in 0..3 {
+        let burst = (0..20)
+            .map(|i| out("burst", &format!(r#"{{"data":{i}}}"#)))
+            .collect();
+        let t0 = Instant::now();
+        let res = e.publish(burst).await;
+        assert!(res.iter().all(|r| r.is_ok()), "round {round}: {res:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "round {round} waited {:?} for its last PUBACK",
+            t0.elapsed()
+        );
+    }
+    e.close().await.expect("close");
+}
+
+#[tokio::test]
 async fn broker_drops_the_connection_mid_stream_unacknowledged_messages_come_again_with_dup_and_none_is_lost(
 ) {
     let fake = FakeMqtt::start(Script::default()).await;

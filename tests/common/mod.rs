@@ -144,6 +144,10 @@ pub struct Script {
     pub session_present: bool,
     /// Answer QoS 1 publishes with PUBACK.
     pub puback: bool,
+    /// Hold the PUBACK of the latest publish back until the client sends its next packet: what a
+    /// broker writing with Nagle's algorithm does while our kernel delays its TCP ACK (Mosquitto's
+    /// default), made deterministic. A client that waits silently for it never gets it.
+    pub hold_last_puback: bool,
 }
 
 impl Default for Script {
@@ -152,6 +156,7 @@ impl Default for Script {
             connack: 0,
             session_present: false,
             puback: true,
+            hold_last_puback: false,
         }
     }
 }
@@ -347,9 +352,13 @@ async fn connection(socket: TcpStream, state: Arc<Mutex<State>>) {
     });
     let mut id = None;
     let mut client = String::new();
+    let mut held: Option<Vec<u8>> = None;
     while let Some((first, body)) = read_packet(&mut rd).await {
         if writer.is_finished() {
             break;
+        }
+        if let Some(ack) = held.take() {
+            let _ = tx.send(Command::Send(ack));
         }
         match first >> 4 {
             1 => {
@@ -393,7 +402,12 @@ async fn connection(socket: TcpStream, state: Arc<Mutex<State>>) {
                     pid,
                 });
                 if qos == 1 && st.script.puback {
-                    let _ = tx.send(Command::Send(packet(0x40, &pid.to_be_bytes())));
+                    let ack = packet(0x40, &pid.to_be_bytes());
+                    if st.script.hold_last_puback {
+                        held = Some(ack);
+                    } else {
+                        let _ = tx.send(Command::Send(ack));
+                    }
                 }
             }
             4 => {
