@@ -134,6 +134,8 @@ export interface NativeMqttMessagingOptions extends NativeMessagingOptions {
   deadLetterTopic?: string
   /** Publish dead letters retained, so the broker keeps each until `cds-native-messaging dead-letters` redelivers or purges it (default `true`; turn off for brokers without retained messages). */
   deadLetterRetain?: boolean
+  /** Subscribe to Mosquitto's `$SYS/broker/publish/messages/dropped` and log an error whenever the broker dropped messages because of its queue limits (default `true`, `false` with an SAP Event Mesh binding). */
+  watchBrokerDrops?: boolean
   /** How long an emit waits for its confirmation (default 30000). */
   publishTimeout?: number
   /** First reconnect delay (default 250); doubles up to maxReconnectDelay (default 10000). */

@@ -28,6 +28,7 @@ class NativeMqttMessaging extends NativeMessagingService {
     sharedGroup: true,
     deadLetterTopic: true,
     deadLetterRetain: true,
+    watchBrokerDrops: true,
     publishTimeout: true,
     reconnectDelay: true,
     maxReconnectDelay: true,
@@ -68,6 +69,8 @@ class NativeMqttMessaging extends NativeMessagingService {
         deadLetterTopic: str('deadLetterTopic', o.deadLetterTopic),
         // SAP Event Mesh does not keep retained messages: there dead letters stay as before (not retained)
         deadLetterRetain: bool('deadLetterRetain', o.deadLetterRetain) ?? (binding ? false : undefined),
+        // Mosquitto's $SYS count of dropped messages; SAP Event Mesh has no $SYS topics
+        watchBrokerDrops: bool('watchBrokerDrops', o.watchBrokerDrops) ?? (binding ? false : undefined),
         publishTimeout: number('publishTimeout', o.publishTimeout),
         reconnectDelay: number('reconnectDelay', o.reconnectDelay),
         maxReconnectDelay: number('maxReconnectDelay', o.maxReconnectDelay)

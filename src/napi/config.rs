@@ -220,6 +220,7 @@ pub(super) fn mqtt(o: MqttEngineOptions, em: Option<&EventMeshOptions>) -> Resul
     m.shared_group = o.shared_group;
     set(&mut m.dead_letter_topic, o.dead_letter_topic);
     set(&mut m.dead_letter_retain, o.dead_letter_retain);
+    set(&mut m.watch_broker_drops, o.watch_broker_drops);
     ms(&mut m.publish_timeout, "publishTimeout", o.publish_timeout)?;
     ms(&mut m.reconnect_delay, "reconnectDelay", o.reconnect_delay)?;
     ms(

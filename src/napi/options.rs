@@ -136,6 +136,8 @@ pub struct MqttEngineOptions {
     pub dead_letter_topic: Option<String>,
     /// Publish dead letters retained, one topic each (default `true`).
     pub dead_letter_retain: Option<bool>,
+    /// Log an error when Mosquitto reports messages dropped by its queue limits (default `true`).
+    pub watch_broker_drops: Option<bool>,
     /// How long an emit waits for its confirmation.
     pub publish_timeout: Option<f64>,
     /// First reconnect delay.

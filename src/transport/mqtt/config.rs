@@ -39,6 +39,10 @@ pub struct MqttConfig {
     /// Publish dead letters retained, so the broker keeps them until an operator removes them
     /// (`cds-native-messaging dead-letters`); off for brokers without retained messages.
     pub dead_letter_retain: bool,
+    /// Subscribe the consumer to Mosquitto's `$SYS/broker/publish/messages/dropped` and log an
+    /// error when the broker dropped messages because of its queue limits (off for brokers that
+    /// have no such topic or may refuse `$SYS` subscriptions).
+    pub watch_broker_drops: bool,
     /// How long an emit may wait for its confirmation.
     pub publish_timeout: Duration,
     /// First reconnect delay.
@@ -61,6 +65,7 @@ impl std::fmt::Debug for MqttConfig {
             .field("shared_group", &self.shared_group)
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("dead_letter_retain", &self.dead_letter_retain)
+            .field("watch_broker_drops", &self.watch_broker_drops)
             .field("publish_timeout", &self.publish_timeout)
             .finish()
     }
@@ -76,6 +81,7 @@ impl MqttConfig {
             password: None,
             dead_letter_topic: format!("dead-letter/{client_id}"),
             dead_letter_retain: true,
+            watch_broker_drops: true,
             client_id,
             keep_alive: Duration::from_secs(30),
             qos: 1,

@@ -9,6 +9,7 @@ use rumqttc::{Publish, QoS, SubscribeReasonCode};
 use tokio::sync::mpsc;
 
 use super::conn::{Conn, Events, SubTicket};
+use super::drops::{self, BrokerDrops};
 use super::publisher::Publisher;
 use super::{conn, topic};
 use crate::error::ErrorCode;
@@ -25,6 +26,8 @@ pub(super) struct Core {
     pub(super) dead_letter_base: String,
     /// Publish dead letters retained (each on a topic of its own), so they stay until removed.
     pub(super) dead_letter_retain: bool,
+    /// Watches Mosquitto's count of dropped messages (see [`drops`]); `None` when off.
+    pub(super) broker_drops: Option<BrokerDrops>,
     pub(super) publish_timeout: Duration,
     pub(super) unsettled: Arc<AtomicUsize>,
     pub(super) closing: AtomicBool,
@@ -141,6 +144,15 @@ impl Events for ConsumerEvents {
 
     fn publish(&self, p: Publish, epoch: u64) -> Option<Delivery> {
         let core = &self.core;
+        if p.topic == drops::TOPIC {
+            // subscribed at QoS 0: nothing to acknowledge
+            if let (Some(watch), Some(c)) = (&core.broker_drops, core.conn.get()) {
+                if let Some(n) = watch.observe(&p.payload) {
+                    core.log.error(&BrokerDrops::message(n, &c.label()));
+                }
+            }
+            return None;
+        }
         let ack = Publish {
             dup: p.dup,
             qos: p.qos,
@@ -197,6 +209,10 @@ impl Events for ConsumerEvents {
     }
 
     fn subscribed(&self, ticket: SubTicket, codes: Vec<SubscribeReasonCode>) {
+        if ticket.filters.iter().any(|f| f == drops::TOPIC) {
+            // a broker without Mosquitto's `$SYS` topics may refuse it: then nothing is watched
+            return;
+        }
         for (filter, code) in ticket.filters.iter().zip(&codes) {
             if matches!(code, SubscribeReasonCode::Failure) {
                 self.core.log.error(&format!(
@@ -213,6 +229,7 @@ pub(super) async fn subscriber(core: Arc<Core>, conn: Arc<Conn>, qos: QoS, group
     let mut conn_rx = conn.watch_connected();
     let mut current = std::collections::BTreeSet::new();
     let mut current_epoch: Option<u64> = None;
+    let mut watching: Option<u64> = None;
     let mut reported: HashSet<String> = HashSet::new();
     loop {
         let epoch = *conn_rx.borrow_and_update();
@@ -240,6 +257,11 @@ pub(super) async fn subscriber(core: Arc<Core>, conn: Arc<Conn>, qos: QoS, group
                 conn.subscribe(add, qos, version).await;
             }
             current = want;
+            if core.broker_drops.is_some() && watching != epoch {
+                watching = epoch;
+                conn.subscribe(vec![drops::TOPIC.to_string()], QoS::AtMostOnce, version)
+                    .await;
+            }
         }
         tokio::select! {
             r = subs_rx.changed() => if r.is_err() { return },

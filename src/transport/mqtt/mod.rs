@@ -38,6 +38,7 @@ pub mod address;
 mod config;
 pub mod conn;
 mod consumer;
+mod drops;
 pub mod inspect;
 pub mod lazy;
 pub mod oauth;
@@ -190,6 +191,10 @@ impl Transport for MqttTransport {
             subscriptions: ctx.subscriptions.clone(),
             dead_letter_base: self.config.dead_letter_topic.clone(),
             dead_letter_retain: self.config.dead_letter_retain,
+            broker_drops: self
+                .config
+                .watch_broker_drops
+                .then(drops::BrokerDrops::default),
             publish_timeout: self.config.publish_timeout,
             unsettled: Arc::new(AtomicUsize::new(0)),
             closing: AtomicBool::new(false),
