@@ -20,8 +20,16 @@ const version = cmd => {
     return 'not found'
   }
 }
-// The MQTT broker (BENCH_MQTT_URL, e.g. a Mosquitto with `set_tcp_nodelay true`; default: the local one).
-const MQTT_URL = process.env.BENCH_MQTT_URL || 'mqtt://127.0.0.1:1883'
+// The MQTT broker: BENCH_MQTT_URL (e.g. the shared one, mqtt://127.0.0.1:1883), or by default a private
+// Mosquitto (same binary, its defaults but `max_queued_messages 0`) on a free loopback port, started once
+// per run. With the default limit (1000 per session) Mosquitto confirms and then drops whatever a consumer
+// falls behind by; a run that loses messages measures nothing (README: Broker limits).
+let privateMosquitto
+const mqttUrl = async () => {
+  if (process.env.BENCH_MQTT_URL) return process.env.BENCH_MQTT_URL
+  privateMosquitto ??= require('../__test__/mosquitto').startMosquitto({ extra: ['max_queued_messages 0'] })
+  return `mqtt://127.0.0.1:${(await privateMosquitto).port}`
+}
 const unique = () => `${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 6)}`
 
 // The FAKE Event Mesh of the tests (__test__/fake-event-mesh: token endpoint, management API, AMQP 1.0
@@ -84,13 +92,18 @@ module.exports = {
       raw: 'mqtt.js (QoS 1, persistent session, PUBACK after the handler)',
       'raw-autoack': 'mqtt.js (QoS 1, clean session, PUBACK on receipt)'
     },
-    ours: () => ({ kind: 'native-mqtt-messaging', url: MQTT_URL, qos: 1, queue: `bench-${unique()}` }),
-    'ours-batched': () => ({ kind: 'native-mqtt-messaging', url: MQTT_URL, qos: 1, queue: `bench-${unique()}` }),
-    raw: () => ({ url: MQTT_URL, qos: 1, ackAfterHandler: true, clientId: `bench-raw-${unique()}` }),
-    'raw-autoack': () => ({ url: MQTT_URL, qos: 1 }),
+    prepare: async () => ({ url: await mqttUrl() }),
+    finish: async () => {
+      if (privateMosquitto) await (await privateMosquitto).stop()
+      privateMosquitto = undefined
+    },
+    ours: ({ url }) => ({ kind: 'native-mqtt-messaging', url, qos: 1, queue: `bench-${unique()}` }),
+    'ours-batched': ({ url }) => ({ kind: 'native-mqtt-messaging', url, qos: 1, queue: `bench-${unique()}` }),
+    raw: ({ url }) => ({ url, qos: 1, ackAfterHandler: true, clientId: `bench-raw-${unique()}` }),
+    'raw-autoack': ({ url }) => ({ url, qos: 1 }),
     versions: () => ({ mosquitto: version("mosquitto -h | sed -n 1p"), 'mqtt.js': require('mqtt/package.json').version }),
     notes: [
-      `mqtt: @sap/cds has no MQTT kind; compared with mqtt.js at QoS 1 on the local Mosquitto (${MQTT_URL}).` +
+      `mqtt: @sap/cds has no MQTT kind; compared with mqtt.js at QoS 1 on ${process.env.BENCH_MQTT_URL || 'a private Mosquitto (its defaults, but max_queued_messages 0, so that a consumer that falls behind loses nothing)'}.` +
         ' The fair peer (`raw`) has the same contract as ours: a persistent session whose PUBACK is sent only after the handler ran; `raw-autoack` acknowledges on receipt (at-most-once to the app).'
     ]
   },
