@@ -25,3 +25,25 @@ pub mod ops;
 pub mod options;
 pub mod router;
 pub mod tenants;
+
+/// The engine's tokio runtime: with `CDS_NATIVE_THREADS` set (1–64) at load, that many
+/// worker threads; otherwise napi-rs's default (one per core). See README, "Engine threads".
+#[napi_derive::module_init]
+fn init_runtime() {
+    let Some(workers) = std::env::var("CDS_NATIVE_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+    else {
+        return;
+    };
+    // napi-rs makes its default runtime when this one cannot be built
+    if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("cds-native-messaging")
+        .enable_all()
+        .build()
+    {
+        napi::bindgen_prelude::create_custom_tokio_runtime(rt);
+    }
+}
