@@ -32,6 +32,7 @@ process.env.CDS_CONFIG = JSON.stringify({ requires })
 const cds = require('@sap/cds')
 const { createClient } = require('redis')
 const { assertBroker, until } = require('./helpers')
+const { ensureRabbit } = require('./amqp-helpers')
 
 const ids = msgs => msgs.map(m => m.data.id)
 const range = (n, from = 0) => Array.from({ length: n }, (_, i) => i + from)
@@ -58,13 +59,13 @@ describe('batched inbound (onBatch) and bulk emit (emitMany)', () => {
   beforeAll(async () => {
     await assertBroker('Redis', 6379, 'redis-server --port 6379 --daemonize yes')
     await assertBroker('Mosquitto', 1883, 'mosquitto -d')
-    await assertBroker('RabbitMQ', 5672, 'rabbitmq-server -detached')
+    await ensureRabbit() // RabbitMQ with its AMQP 1.0 plugin (enabled if it is not)
     for (const name of Object.keys(KINDS)) {
       srvs[name] = await cds.connect.to(`batch-${name}`)
       // (connected after cds.once('listening'))
       await srvs[name].startListening()
     }
-  })
+  }, 150000)
   afterAll(async () => {
     const raw = createClient({ url: 'redis://127.0.0.1:6379' })
     await raw.connect()

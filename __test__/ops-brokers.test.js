@@ -2,7 +2,7 @@
 // The CLI against the shared Mosquitto and RabbitMQ: doctor (good, wrong password, closed port),
 // MQTT tail next to a receiving app, send. The MQTT wrong password runs against a private Mosquitto
 // with a password file.
-const { deleteQueues } = require('./amqp-helpers')
+const { deleteQueues, ensureRabbit } = require('./amqp-helpers')
 const { execFileSync } = require('node:child_process')
 const fs = require('node:fs')
 const path = require('node:path')
@@ -20,6 +20,9 @@ afterAll(() => {
   // The queues the receiving apps created (durable, on the shared broker).
   deleteQueues([`ops.${run}`, `ops.missing.${run}`])
 })
+
+// RabbitMQ with its AMQP 1.0 plugin (enabled if it is not): the AMQP tests must not depend on a suite run before.
+beforeAll(ensureRabbit, 150000)
 
 test('MQTT doctor: green on Mosquitto (connect with a client id of its own), red on a closed port', async () => {
   const r = await cli(['doctor'], mqtt())

@@ -3,7 +3,7 @@
 // one topic each) and RabbitMQ (the service's dead-letter queue): a message dead-lettered by an
 // always-failing handler is listed (and stays), redelivered with its headers to the fixed handler
 // (a toggle file), and purged.
-const { deleteQueues } = require('./amqp-helpers')
+const { deleteQueues, ensureRabbit } = require('./amqp-helpers')
 const fs = require('node:fs')
 const path = require('node:path')
 const { tmpDir, until } = require('./helpers')
@@ -48,6 +48,9 @@ afterAll(async () => {
   // The queues the receiving apps created (durable, on the shared broker).
   deleteQueues([amqpQueue, amqpDlq, `opsdl.none.${run}`])
 })
+
+// RabbitMQ with its AMQP 1.0 plugin (enabled if it is not): the AMQP tests must not depend on a suite run before.
+beforeAll(ensureRabbit, 150000)
 
 test('MQTT: a dead letter is kept retained on a topic of its own; list (twice: nothing consumed), show, redeliver to the fixed handler with its headers, purge', async () => {
   const topic = `opsdl${run}/orders`
