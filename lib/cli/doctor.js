@@ -122,6 +122,12 @@ const CHECKS = {
       return error(m, /user name or password|not authori[sz]ed|bad user|credentials/i.test(m) ? 'check username and password (cds bind / VCAP_SERVICES / credentials)' : /token|oauth|401|403/i.test(m) ? 'check the OAuth2 client (token endpoint, client id and secret or certificate) of the binding' : /refused|timed out|CONNACK/i.test(m) ? 'nothing answers there: start the broker, or fix the url' : 'check the url and credentials')
     }
     r.facts.clientId = o.clientId
+    if (o.watchBrokerDrops !== false) {
+      // Mosquitto's $SYS count (README: native-mqtt-messaging, Broker limits); other brokers have none
+      const dropped = await settled(native().mqttBrokerDrops(o, TIMEOUT, em)).catch(() => null)
+      // a fact, not a finding: the count is broker-wide and never goes back down until a restart
+      if (dropped != null) r.facts.brokerDropped = `${dropped} message(s) since the broker started, all its clients (queue limits: max_queued_messages)`
+    }
     const base = o.deadLetterTopic ?? `dead-letter/${o.clientId}`
     if (o.deadLetterRetain === false) {
       r.facts.deadLetterTopic = `${base}/<topic>/<id> (not retained)`

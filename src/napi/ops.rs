@@ -444,6 +444,28 @@ pub async fn mqtt_probe(
     )
 }
 
+/// Mosquitto's count of messages dropped by its queue limits since it started (all its clients),
+/// read with a client id of its own; `null` when the broker publishes no such count.
+#[napi]
+pub async fn mqtt_broker_drops(
+    options: MqttEngineOptions,
+    timeout: u32,
+    event_mesh: Option<EventMeshOptions>,
+) -> napi::Result<Either<Option<f64>, Failure>> {
+    settled(
+        async {
+            let config = super::config::mqtt(options, event_mesh.as_ref())?;
+            let n = crate::transport::mqtt::inspect::broker_drops(
+                &config,
+                Duration::from_millis(timeout.into()),
+            )
+            .await?;
+            Ok(n.map(|n| n as f64))
+        }
+        .await,
+    )
+}
+
 /// One MQTT dead letter, kept retained by the broker.
 #[napi(object)]
 pub struct MqttDeadLetter {

@@ -147,8 +147,8 @@ impl Events for ConsumerEvents {
         if p.topic == drops::TOPIC {
             // subscribed at QoS 0: nothing to acknowledge
             if let (Some(watch), Some(c)) = (&core.broker_drops, core.conn.get()) {
-                if let Some(n) = watch.observe(&p.payload) {
-                    core.log.error(&BrokerDrops::message(n, &c.label()));
+                if let Some(growth) = watch.observe(&p.payload, p.retain) {
+                    core.log.error(&BrokerDrops::message(growth, &c.label()));
                 }
             }
             return None;

@@ -200,22 +200,63 @@ async fn connected(conn: &Arc<Conn>, timeout: Duration) -> Result<()> {
     ))
 }
 
+/// A connected listing session: its inbound publishes, and whether its SUBACK came.
+struct Listing {
+    conn: Arc<Conn>,
+    rx: mpsc::UnboundedReceiver<Publish>,
+    acked: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Listing {
+    /// Opens a clean session of its own (client id `<clientId>-<suffix>-<random>`) and waits for
+    /// its connection within `timeout`.
+    async fn open(config: &MqttConfig, suffix: &str, timeout: Duration) -> Result<Listing> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (subscribed, acked) = tokio::sync::watch::channel(false);
+        let events = Arc::new(ListEvents {
+            tx,
+            subscribed,
+            deliveries: mpsc::channel(1).0,
+        });
+        let conn = Conn::open(
+            own_session(config, suffix)?,
+            Logger::default(),
+            Some(events),
+        )?;
+        connected(&conn, timeout).await?;
+        Ok(Listing { conn, rx, acked })
+    }
+}
+
+/// Mosquitto's count of messages dropped by its queue limits since it started (all its clients;
+/// see [`super::drops`]), read on a clean session of its own: `None` when the broker publishes no
+/// such count (no `$SYS` topics, or the subscription refused).
+pub async fn broker_drops(config: &MqttConfig, timeout: Duration) -> Result<Option<u64>> {
+    let Listing {
+        conn,
+        mut rx,
+        mut acked,
+    } = Listing::open(config, "doctor", timeout).await?;
+    conn.subscribe(vec![super::drops::TOPIC.to_string()], QoS::AtMostOnce, 1)
+        .await;
+    let _ = tokio::time::timeout(timeout, acked.wait_for(|a| *a)).await;
+    // the count is retained: it follows the SUBACK at once, or never
+    let count = match tokio::time::timeout(QUIET, rx.recv()).await {
+        Ok(Some(p)) => super::drops::parse(&p.payload),
+        _ => None,
+    };
+    conn.close(Duration::from_millis(500)).await;
+    Ok(count)
+}
+
 /// The dead letters the broker keeps retained under `<deadLetterTopic>/#`, oldest first. Reads
 /// them on a clean session of its own: a retained message is not consumed by reading it.
 pub async fn dead_letters(config: &MqttConfig, timeout: Duration) -> Result<Vec<DeadLetter>> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let (subscribed, mut acked) = tokio::sync::watch::channel(false);
-    let events = Arc::new(ListEvents {
-        tx,
-        subscribed,
-        deliveries: mpsc::channel(1).0,
-    });
-    let conn = Conn::open(
-        own_session(config, "dead-letters")?,
-        Logger::default(),
-        Some(events),
-    )?;
-    connected(&conn, timeout).await?;
+    let Listing {
+        conn,
+        mut rx,
+        mut acked,
+    } = Listing::open(config, "dead-letters", timeout).await?;
     let base = &config.dead_letter_topic;
     conn.subscribe(vec![format!("{base}/#")], QoS::AtLeastOnce, 1)
         .await;
