@@ -22,7 +22,7 @@ const cds = require('@sap/cds')
 `
 
 function run(env) {
-  const r = spawnSync(process.execPath, ['-e', SCRIPT], { cwd: path.join(__dirname, 'apps', 'reviews'), env: { ...process.env, ...env, CDS_CONFIG: '{}' }, encoding: 'utf8', timeout: 30000 })
+  const r = spawnSync(process.execPath, ['-e', SCRIPT], { cwd: path.join(__dirname, 'apps', 'reviews'), env: { ...process.env, NODE_PATH: path.join(ROOT, 'node_modules'), ...env, CDS_CONFIG: '{}' }, encoding: 'utf8', timeout: 30000 })
   const line = r.stdout.trim().split('\n').filter(l => l.startsWith('{')).pop()
   if (!line) throw new Error(`the child failed (exit ${r.status}):\n${r.stderr}`)
   return JSON.parse(line)
@@ -30,17 +30,15 @@ function run(env) {
 
 describe('CDS_NATIVE_THREADS', () => {
   test.each([1, 3])('%i: that many engine worker threads, and messages flow', n => {
-    const r = run({ CDS_NATIVE_THREADS: String(n), NODE_PATH: path.join(ROOT, 'node_modules') })
+    const r = run({ CDS_NATIVE_THREADS: String(n) })
     expect(r.seen).toEqual([{ a: 1 }])
     expect(r.engine).toBe(n)
   })
 
   test('unset or not a number: napi-rs default runtime, messages flow', () => {
-    for (const v of [undefined, 'many']) {
-      const env = { NODE_PATH: path.join(ROOT, 'node_modules') }
-      if (v !== undefined) env.CDS_NATIVE_THREADS = v
-      else env.CDS_NATIVE_THREADS = ''
-      const r = run(env)
+    // '' stands for unset: it overrides a value this process may have inherited
+    for (const v of ['', 'many']) {
+      const r = run({ CDS_NATIVE_THREADS: v })
       expect(r.seen).toEqual([{ a: 1 }])
       expect(r.engine).toBe(0)
     }
