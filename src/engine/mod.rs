@@ -49,6 +49,14 @@ pub trait Handler: Send + Sync + 'static {
         let _ = progress;
         self.handle(batch).await
     }
+
+    /// `true` when [`handle_with`](Handler::handle_with) calls [`Progress::handed_over`] as soon as
+    /// the handlers have taken a batch (the JS bridge does, once JavaScript's call returned). The
+    /// dispatcher then keeps at most one batch waiting to be taken: what arrives meanwhile makes
+    /// the next batch larger instead of queueing one call per delivery behind a busy thread.
+    fn reports_handover(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Default)]

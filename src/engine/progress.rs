@@ -14,16 +14,40 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use crate::message::Outcome;
 
-/// Reports outcomes of single messages of one batch (by index in the batch).
+/// Reports outcomes of single messages of one batch (by index in the batch), and when the batch
+/// was handed over to the handlers.
 #[derive(Clone)]
-pub struct Progress(Arc<dyn Fn(usize, Outcome) + Send + Sync>);
+pub struct Progress {
+    report: Arc<dyn Fn(usize, Outcome) + Send + Sync>,
+    /// Held until the handlers have taken the batch (see [`Progress::handed_over`]).
+    handover: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+}
 
 impl Progress {
     /// A `Progress` that hands each report to `f`.
     pub fn new(f: impl Fn(usize, Outcome) + Send + Sync + 'static) -> Self {
-        Progress(Arc::new(f))
+        Progress {
+            report: Arc::new(f),
+            handover: Arc::default(),
+        }
+    }
+
+    /// The same, holding `permit` until [`handed_over`](Progress::handed_over) is called (or the
+    /// last clone is dropped).
+    pub(crate) fn holding(mut self, permit: Option<OwnedSemaphorePermit>) -> Self {
+        self.handover = Arc::new(Mutex::new(permit));
+        self
+    }
+
+    /// The handlers have taken the batch (JavaScript's call returned): the dispatcher may cut the
+    /// next one. Deliveries that arrive while a batch waits for the JS thread join the next batch
+    /// instead of making a call each.
+    pub fn handed_over(&self) {
+        drop(crate::sync::lock(&self.handover).take());
     }
 
     /// A `Progress` that ignores every report (the batch result settles everything).
@@ -33,7 +57,7 @@ impl Progress {
 
     /// The message at `index` is done with `outcome`; later reports for it are ignored.
     pub fn report(&self, index: usize, outcome: Outcome) {
-        (self.0)(index, outcome)
+        (self.report)(index, outcome)
     }
 }
 

@@ -99,16 +99,26 @@ impl Handler for JsBridge {
     }
 
     async fn handle_with(&self, batch: Vec<Inbound>, progress: Progress) -> Result<Vec<Outcome>> {
-        let id = progress::register(progress);
-        let result = self.call(batch, id).await;
+        let id = progress::register(progress.clone());
+        let result = self.call(batch, id, &progress).await;
         progress::unregister(id);
         result
+    }
+
+    fn reports_handover(&self) -> bool {
+        true
     }
 }
 
 impl JsBridge {
-    /// Hands `batch` (registered as batch `id`) to JavaScript and waits for its outcomes.
-    async fn call(&self, batch: Vec<Inbound>, id: u32) -> Result<Vec<Outcome>> {
+    /// Hands `batch` (registered as batch `id`) to JavaScript and waits for its outcomes;
+    /// `progress` learns when JavaScript's call returned (the batch was taken).
+    async fn call(
+        &self,
+        batch: Vec<Inbound>,
+        id: u32,
+        progress: &Progress,
+    ) -> Result<Vec<Outcome>> {
         let mut topics = Vec::with_capacity(batch.len());
         let mut payloads = Vec::with_capacity(batch.len());
         let mut attempts = Vec::with_capacity(batch.len());
@@ -141,9 +151,9 @@ impl JsBridge {
                 subscriptions,
                 id,
             })
-            .await
-            .map_err(fail)?;
-        let outcomes = promise.await.map_err(fail)?;
+            .await;
+        progress.handed_over();
+        let outcomes = promise.map_err(fail)?.await.map_err(fail)?;
         Ok(outcomes.into_iter().map(outcome_of).collect())
     }
 }
