@@ -251,3 +251,55 @@ async fn a_handler_failure_is_not_acknowledged_until_the_redelivery_succeeded() 
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     e.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn a_consumer_that_falls_behind_keeps_its_connection_past_the_keep_alive() {
+    // issue #16 (found by the slow-consumer soak: 300 duplicates of 60,000): while the engine was
+    // saturated the connection did not read its socket, so the PINGRESP to its last PINGREQ sat
+    // unread; at the next keep-alive tick rumqttc saw that ping unanswered ("Last pingreq isn't
+    // acked"), dropped the connection, and the broker redelivered every unacknowledged message.
+    let fake = FakeMqtt::start(Script::default()).await;
+    let mut c = MqttConfig::new(&fake.url(), "slow-consumer").expect("a valid MQTT config");
+    c.keep_alive = Duration::from_secs(1);
+    c.reconnect_delay = Duration::from_millis(50);
+    let mut config = EngineConfig::new("mqtt-it", TransportConfig::Mqtt(Box::new(c)));
+    config.max_in_flight = 2; // the channel holds 4: a backlog of 80 saturates it for ~8 s
+    let e = Engine::new(config, None).expect("an engine");
+    let handler = Recorder::acking(Duration::from_millis(200));
+    e.subscribe(topics(&["t"])).expect("subscribe");
+    e.listen(handler.clone()).await.expect("listen");
+    until("the consumer's SUBSCRIBE", Duration::from_secs(10), || {
+        fake.subscriptions("slow-consumer")
+            .contains(&"t".to_string())
+    })
+    .await;
+    for pid in 1..=80u16 {
+        fake.deliver(
+            "slow-consumer",
+            "t",
+            &format!(r#"{{"data":{pid}}}"#),
+            pid,
+            false,
+        );
+    }
+    let connects = || {
+        fake.connects()
+            .iter()
+            .filter(|c| *c == "slow-consumer")
+            .count()
+    };
+    // (this fake keeps no session: after a reconnect the unacknowledged messages never come back)
+    until(
+        "PUBACKs for all 80 messages, or a reconnect",
+        Duration::from_secs(30),
+        || connects() > 1 || (1..=80).all(|p| fake.acked("slow-consumer").contains(&p)),
+    )
+    .await;
+    let connects = connects();
+    assert_eq!(
+        connects, 1,
+        "the consumer reconnected while it was behind (each reconnect redelivers what is unacknowledged)"
+    );
+    assert_eq!(handler.payloads().len(), 80, "each message handled once");
+    e.close().await.expect("close");
+}

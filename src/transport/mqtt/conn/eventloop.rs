@@ -146,12 +146,14 @@ pub(super) async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<d
                 };
                 // Back-pressure: while the engine is saturated the socket is not read, but acks
                 // keep being written, so processed messages are confirmed without delay.
+                let mut waited = false;
                 loop {
                     match ev.deliveries().try_send(d) {
                         Ok(()) => break,
                         Err(mpsc::error::TrySendError::Closed(_)) => break,
                         Err(mpsc::error::TrySendError::Full(back)) => d = back,
                     }
+                    waited = true;
                     tokio::select! {
                         r = ev.deliveries().reserve() => {
                             if let Ok(permit) = r {
@@ -162,7 +164,18 @@ pub(super) async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<d
                         _ = conn.acks_queued.notified() => {
                             write_acks(&mut el, &conn, epoch, &Ok(Event::Outgoing(Outgoing::PingReq))).await;
                         }
+                        // Nothing acknowledged for a keep-alive period: a PINGREQ keeps the broker
+                        // from closing a connection that only waits for its handlers.
+                        _ = tokio::time::sleep(conn.settings.keep_alive) => write_pingreq(&mut el).await,
                     }
+                }
+                if waited {
+                    // The answer to the last PINGREQ may sit unread in the socket: rumqttc would
+                    // take it for a dead broker at its next keep-alive tick ("Last pingreq isn't
+                    // acked"), drop the connection and have every unacknowledged message
+                    // redelivered. A ping unanswered across a wait proves nothing; the next one
+                    // is judged again.
+                    el.state.await_pingresp = false;
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(a))) => {
