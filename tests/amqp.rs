@@ -116,7 +116,6 @@ async fn released_outcome_is_not_reported_as_success() {
 /// that check an address only after the attach). fe2o3's acceptor cannot refuse the attach itself
 /// (reply with a null target), so RabbitMQ's form of the refusal is not covered here.
 #[tokio::test]
-#[ignore = "finding: the emit waits for sendTimeout and fails with CONNECTION_FAILED instead of NO_ROUTE at once; run with --ignored"]
 async fn sender_link_closed_with_not_found_right_after_attach_fails_the_emit_with_no_route_within_send_timeout(
 ) {
     // solace: one sender link per topic address, so one address can be refused.

@@ -96,6 +96,35 @@ pub(super) fn attach_error(
     }
 }
 
+/// The broker's refusal behind a failed send: the link was closed or detached with an error whose
+/// condition says the target cannot be published to (`amqp:not-found`, `amqp:unauthorized-access`,
+/// `amqp:not-allowed`, `amqp:resource-deleted`). Sending again cannot help then; any other loss of
+/// the link (a forced detach, a lost connection) is retried.
+pub(super) fn send_refusal(
+    e: &fe2o3_amqp::link::SendError,
+) -> Option<&fe2o3_amqp::types::definitions::Error> {
+    use fe2o3_amqp::link::{DetachError, LinkStateError, SendError};
+    use fe2o3_amqp::types::definitions::{AmqpError, ErrorCondition};
+    let err = match e {
+        SendError::LinkStateError(
+            LinkStateError::RemoteClosedWithError(err)
+            | LinkStateError::RemoteDetachedWithError(err),
+        )
+        | SendError::Detached(DetachError::RemoteDetachedWithError(err)) => err,
+        _ => return None,
+    };
+    matches!(
+        err.condition,
+        ErrorCondition::AmqpError(
+            AmqpError::NotFound
+                | AmqpError::UnauthorizedAccess
+                | AmqpError::NotAllowed
+                | AmqpError::ResourceDeleted
+        )
+    )
+    .then_some(err)
+}
+
 /// An attach that did not complete within the connect timeout.
 pub(super) fn attach_timeout(role: LinkRole, what: &str) -> ConnectError {
     let link = match role {

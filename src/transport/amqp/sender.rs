@@ -14,7 +14,9 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::connection::{end_session, link_name, SharedConn};
-use super::error::{attach_error, attach_timeout, describe, ConnectError, Failure, LinkRole};
+use super::error::{
+    attach_error, attach_timeout, describe, send_refusal, ConnectError, Failure, LinkRole,
+};
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
 use crate::transport::support::backoff::{should_log, Reconnect};
@@ -105,6 +107,19 @@ impl SenderTask {
                 ))
             }
         }
+    }
+
+    /// Fails `item`: the broker closed the link refusing its target (`NO_ROUTE`).
+    fn refused(&self, item: SendItem, refused: &fe2o3_amqp::types::definitions::Error) {
+        let _ = item.done.send(Err(Error::new(
+            ErrorCode::NoRoute,
+            format!(
+                "cannot emit '{}': the broker refused to publish to {}: {}",
+                item.topic,
+                describe_target(&self.target),
+                describe(refused)
+            ),
+        )));
     }
 
     pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SendItem>) {
@@ -208,7 +223,10 @@ impl SenderTask {
                             inflight.push(Box::pin(async move { (id, fut.await) }));
                         }
                         Some(Err(e)) => {
-                            queue.push_front(item);
+                            match send_refusal(&e) {
+                                Some(refused) => self.refused(item, refused),
+                                None => queue.push_front(item),
+                            }
                             broken = Some(e.to_string());
                             break;
                         }
@@ -268,8 +286,12 @@ impl SenderTask {
                         }
                         Ok(_) => queue.push_back(item), // released / modified: send again
                         Err(e) => {
-                            // The link or connection went away before the outcome: send again.
-                            queue.push_front(item);
+                            // The link or connection went away before the outcome: send again,
+                            // unless the broker closed it refusing the target.
+                            match send_refusal(&e) {
+                                Some(refused) => self.refused(item, refused),
+                                None => queue.push_front(item),
+                            }
                             if let Some((_, _, g)) = &link {
                                 let g = *g;
                                 self.log.warn(&format!(
