@@ -74,17 +74,7 @@ pub(super) fn attach_error(
     other: &dyn std::fmt::Display,
 ) -> ConnectError {
     match (role, refused) {
-        (LinkRole::Sender, Some(err)) => permanent(Error::new(
-            ErrorCode::NoRoute,
-            format!("the broker refused to publish to {what}: {}", describe(err)),
-        )),
-        (LinkRole::Receiver, Some(err)) => permanent(Error::new(
-            ErrorCode::ConnectionFailed,
-            format!(
-                "the broker refused to let this service consume from {what}: {}",
-                describe(err)
-            ),
-        )),
+        (_, Some(err)) => permanent(refusal(role, what, err)),
         (LinkRole::Sender, None) => transient(Error::new(
             ErrorCode::ConnectionFailed,
             format!("cannot attach a sender to {what} ({other})"),
@@ -93,6 +83,28 @@ pub(super) fn attach_error(
             ErrorCode::ConnectionFailed,
             format!("cannot attach a receiver to {what} ({other})"),
         )),
+    }
+}
+
+/// The broker refusing a link to `what` with `err` (at its attach or when it closed it later):
+/// `NO_ROUTE` for a sender, `CONNECTION_FAILED` for a receiver.
+pub(super) fn refusal(
+    role: LinkRole,
+    what: &str,
+    err: &fe2o3_amqp::types::definitions::Error,
+) -> Error {
+    match role {
+        LinkRole::Sender => Error::new(
+            ErrorCode::NoRoute,
+            format!("the broker refused to publish to {what}: {}", describe(err)),
+        ),
+        LinkRole::Receiver => Error::new(
+            ErrorCode::ConnectionFailed,
+            format!(
+                "the broker refused to let this service consume from {what}: {}",
+                describe(err)
+            ),
+        ),
     }
 }
 

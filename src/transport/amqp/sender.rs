@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::connection::{end_session, link_name, SharedConn};
 use super::error::{
-    attach_error, attach_timeout, describe, send_refusal, ConnectError, Failure, LinkRole,
+    attach_error, attach_timeout, describe, refusal, send_refusal, ConnectError, Failure, LinkRole,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
@@ -109,17 +109,11 @@ impl SenderTask {
         }
     }
 
-    /// Fails `item`: the broker closed the link refusing its target (`NO_ROUTE`).
+    /// Fails `item` as a refused attach fails it: the broker closed the link refusing its target
+    /// (`NO_ROUTE`).
     fn refused(&self, item: SendItem, refused: &fe2o3_amqp::types::definitions::Error) {
-        let _ = item.done.send(Err(Error::new(
-            ErrorCode::NoRoute,
-            format!(
-                "cannot emit '{}': the broker refused to publish to {}: {}",
-                item.topic,
-                describe_target(&self.target),
-                describe(refused)
-            ),
-        )));
+        let why = refusal(LinkRole::Sender, &describe_target(&self.target), refused);
+        let _ = item.done.send(Err(Error::emit(&item.topic, &why)));
     }
 
     pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SendItem>) {
