@@ -58,13 +58,14 @@ describe('native-mqtt-messaging (shared Mosquitto)', () => {
     const seen = []
     m.on('tickBatch', msg => seen.push(msg.data.i))
     await m.emit('tickBatch', { i: -1 }) // subscribed
-    const publish = m._engine.publish
+    // (the emit path's engine call is `send`: `publish` without a Promise of its own)
+    const send = m._engine.send
     const calls = []
-    m._engine.publish = (topics, ...rest) => (calls.push(topics.length), publish.call(m._engine, topics, ...rest))
+    m._engine.send = (ticket, topics, ...rest) => (calls.push(topics.length), send.call(m._engine, ticket, topics, ...rest))
     try {
       for (let round = 0; round < 5; round++) await Promise.all([0, 1, 2].map(i => m.emit('tickBatch', { i: round * 3 + i })))
     } finally {
-      m._engine.publish = publish
+      m._engine.send = send
     }
     expect(calls).toEqual([3, 3, 3, 3, 3])
     await until(() => seen.length === 16, 5000, 'all deliveries')

@@ -133,4 +133,21 @@ describe('native-redis-messaging pub/sub across processes', () => {
       await redis.stop()
     }
   })
+
+  test('a script that emits and ends without disconnecting: its emits complete, arrive, and the process exits by itself', async () => {
+    const topic = `${run}.script`
+    const sub = await rawClient(URI)
+    const got = []
+    await sub.subscribe(topic, m => got.push(JSON.parse(m).data.i))
+    try {
+      const t0 = Date.now()
+      const r = await runPeer('script', ours(), { topic, n: 5 }, { timeout: 15000 })
+      expect(r.emitted).toBe(5)
+      expect(Date.now() - t0).toBeLessThan(15000)
+      await until(async () => got.length >= 5, 5000, 'the five messages')
+      expect(got.sort()).toEqual(range(0, 5))
+    } finally {
+      await sub.quit()
+    }
+  })
 })

@@ -47,14 +47,14 @@ class NativeMessagingService extends cds.MessagingService {
     }
     this._handlerTimeout = number('handlerTimeout', this.options.handlerTimeout)
     try {
-      this._engine = new NativeEngine(opts, log)
+      this._engine = new NativeEngine(opts, log, (ticket, results) => this._sent(ticket, results))
     } catch (e) {
       flush(cds.log(this.name), this.name, warnings)
       throw fromNative(e)
     }
     // Mutable state lives in one object: cds runs `handle` on transaction objects derived from the
     // service (Object.create), where assigning `this.x = …` would only shadow the service's field.
-    this._native = { outgoing: [], listening: false, closed: false, onFailure: null, matched: new Map(), inProcess: null, counted: { delivered: 0, acked: 0 }, service: this }
+    this._native = { outgoing: [], sending: new Map(), ticket: 0, keepAlive: null, listening: false, closed: false, onFailure: null, matched: new Map(), inProcess: null, counted: { delivered: 0, acked: 0 }, service: this }
     await withNarrowedBridge(() => super.init())
     flush(this.LOG, this.name, warnings)
     this._onShutdown = () => this.disconnect()
@@ -220,19 +220,33 @@ class NativeMessagingService extends cds.MessagingService {
       cloudEvents[i] = batch[i].ce
       if (batch[i].tenant) (tenants ??= new Array(batch.length).fill(null))[i] = batch[i].tenant
     }
-    this._engine.publish(topics, payloads, cloudEvents, nested, tenants).then(
-      results => {
-        for (let i = 0; i < batch.length; i++) {
-          const r = results[i]
-          if (r == null) batch[i].resolve()
-          else batch[i].reject(fromFailure(r))
-        }
-      },
-      err => {
-        const e = fromNative(err)
-        for (const m of batch) m.reject(e)
-      }
-    )
+    // `send` returns at once; the engine calls `_sent(ticket, results)` when the batch is done
+    // (a Promise per call from the binding would cost a thread-safe function each).
+    const state = this._native
+    const ticket = (state.ticket = (state.ticket + 1) >>> 0)
+    state.sending.set(ticket, batch)
+    // the engine's callback does not keep the process alive: this timer does, while sends are out
+    if (state.sending.size === 1) (state.keepAlive ??= setInterval(() => {}, 2 ** 31 - 1)).ref()
+    try {
+      this._engine.send(ticket, topics, payloads, cloudEvents, nested, tenants)
+    } catch (err) {
+      this._sent(ticket, null, fromNative(err))
+    }
+  }
+
+  /** The engine's results for the batch sent as `ticket` (`err`: the batch could not be sent). */
+  _sent(ticket, results, err) {
+    const state = this._native
+    const batch = state.sending.get(ticket)
+    if (!batch) return
+    state.sending.delete(ticket)
+    if (state.sending.size === 0) state.keepAlive.unref()
+    for (let i = 0; i < batch.length; i++) {
+      const r = results?.[i]
+      if (err) batch[i].reject(err)
+      else if (r == null) batch[i].resolve()
+      else batch[i].reject(fromFailure(r))
+    }
   }
 
   /** Starts consuming the subscribed topics. Called at `cds.once('listening')`; call it yourself in a script without a server. */

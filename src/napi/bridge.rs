@@ -9,6 +9,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 
+use super::error::Failure;
 use crate::engine::progress::{self, Progress};
 use crate::engine::Handler;
 use crate::error::{Error, ErrorCode, Result};
@@ -71,6 +72,17 @@ pub type JsHandler = ThreadsafeFunction<
 /// The JavaScript log function `(level, message)`.
 pub type JsLog =
     ThreadsafeFunction<FnArgs<(String, String)>, (), FnArgs<(String, String)>, Status, false, true>;
+
+/// The JavaScript function `(ticket, results)` that receives the results of `NativeEngine.send`
+/// (weak: it does not keep the process alive; JavaScript does while sends are outstanding).
+pub type JsSent = ThreadsafeFunction<
+    FnArgs<(u32, Vec<Option<Failure>>)>,
+    (),
+    FnArgs<(u32, Vec<Option<Failure>>)>,
+    Status,
+    false,
+    true,
+>;
 
 /// Sends the engine's log lines to JavaScript (`cds.log` of the service).
 pub struct JsLogSink(pub JsLog);

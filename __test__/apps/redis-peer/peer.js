@@ -7,6 +7,9 @@
 //            distinct messages (or never with args.forever).
 //            With args.crashOn, message { i: crashOn } kills the process with SIGKILL.
 //   emit:    emits args.n messages { i } in chunks of args.chunk.
+//   script:  emits args.n messages { i } at once, awaits them, prints the result and ends without
+//            process.exit or disconnect, as a short script does (the process must stay until the
+//            emits are done, and then exit by itself).
 const fs = require('node:fs')
 const cds = require('@sap/cds')
 const [role, argsJson] = process.argv.slice(2)
@@ -23,6 +26,12 @@ async function emit(m) {
   }
   console.log(JSON.stringify({ emitted: n, ms: Date.now() - t0 }))
   process.exit(0)
+}
+
+async function script(m) {
+  const { n, topic = 'reviewed' } = args
+  await Promise.all(Array.from({ length: n }, (_, i) => m.emit(topic, { i })))
+  console.log(JSON.stringify({ emitted: n }))
 }
 
 async function receive(m) {
@@ -59,7 +68,7 @@ async function receive(m) {
 
 cds.connect
   .to('messaging')
-  .then(m => (role === 'emit' ? emit(m) : receive(m)))
+  .then(m => (role === 'emit' ? emit(m) : role === 'script' ? script(m) : receive(m)))
   .catch(e => {
     console.error('peer failed:', e)
     process.exit(2)
