@@ -112,11 +112,12 @@ module.exports = {
     label: {
       ours: 'native-amqp-messaging (RabbitMQ, unsettled)',
       cds: '@sap/cds enterprise-messaging-shared (RabbitMQ addresses)',
-      raw: 'rhea (unsettled, accept after the handler)'
+      raw: 'rhea (unsettled, accept after the handler)',
+      'raw-durable': 'rhea (unsettled, accept after the handler, durable messages)'
     },
     prepare: () => ({ queue: `bench.${unique()}` }),
     cleanup: ({ queue }) => {
-      for (const q of [queue, `${queue}.raw`, `${queue}.cds`]) version(`rabbitmqctl -q delete_queue ${q}`)
+      for (const q of [queue, `${queue}.raw`, `${queue}.rawd`, `${queue}.cds`]) version(`rabbitmqctl -q delete_queue ${q}`)
     },
     ours: ({ queue }) => ({ kind: 'native-amqp-messaging', url: 'amqp://127.0.0.1:5672', credentials: { user: 'guest', password: 'guest' }, queue: { name: queue } }),
     cds: ({ queue }) => ({
@@ -129,9 +130,11 @@ module.exports = {
       credentials: { messaging: [{ protocol: ['amqp10ws'], uri: 'amqp://127.0.0.1:5672', oa2: { clientid: 'bench', clientsecret: 'bench', tokenendpoint: 'http://127.0.0.1:9/oauth/token' } }] }
     }),
     raw: ({ queue }) => ({ queue: `${queue}.raw` }),
+    // the same per-message work for RabbitMQ as ours and @sap/cds's kind: persistent messages (header.durable)
+    'raw-durable': ({ queue }) => ({ queue: `${queue}.rawd`, durable: true }),
     versions: () => ({ rabbitmq: version("rabbitmqctl -q version"), rhea: require('rhea/package.json').version }),
     notes: [
-      'amqp: RabbitMQ 3.10 with the AMQP 1.0 plugin (its own ceiling is about 8–9k msgs/s here). Ours publishes to amq.topic and consumes its bound queue; rhea publishes to and consumes from a queue address directly (one hop less).',
+      'amqp: RabbitMQ 3.10 with the AMQP 1.0 plugin (its own ceiling is about 8–9k msgs/s here). Ours publishes durable messages to amq.topic and consumes its bound queue; rhea publishes to and consumes from a queue address directly (one hop less), with non-durable messages (`raw`) and with durable ones as ours (`raw-durable`, the same persistence work for RabbitMQ).',
       "amqp: @sap/cds's AMQP kind (enterprise-messaging-shared) runs through bench/app/peers/cds-amqp-rabbitmq.js, which changes only its link addresses (RabbitMQ 3.x understands neither Event Mesh's anonymous 'topic:' sender nor 'queue:' sources) and skips Event Mesh's management API; its per-message path is @sap/cds's own. It uses the same /queue/<q> one-hop path as rhea."
     ]
   },

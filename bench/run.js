@@ -21,7 +21,7 @@ const RESULTS = path.join(__dirname, 'results')
 const APP = path.join(__dirname, 'app')
 const MATRIX = path.join(__dirname, '..', '.matrix', 'cds10')
 const FLOOR = { kind: 'bench-floor', impl: path.join(APP, 'peers', 'floor.js') }
-const IMPLS = ['ours', 'ours-batched', 'floor', 'cds', 'cds-default', 'raw', 'raw-autoack']
+const IMPLS = ['ours', 'ours-batched', 'floor', 'cds', 'cds-default', 'raw', 'raw-durable', 'raw-autoack']
 const SOAK_KINDS = ['local', 'file', 'redis', 'redis-streams', 'mqtt', 'amqp']
 const args = parseArgs(process.argv.slice(2))
 
@@ -57,11 +57,13 @@ function node22() {
 
 /**
  * Log levels of a participant run at `warn`: CAP's messaging services log through `cds.log('<kind>|messaging')`,
- * whose level is the one configured for `<kind>` (e.g. `redis-messaging`, which logs every emit at info),
- * not for `messaging`; so both are set.
+ * whose level is the one configured for `<kind>`, not for `messaging`, and `<kind>` is the kind @sap/cds resolved
+ * (enterprise-messaging-shared logs as `enterprise-messaging-amqp`). redis-messaging, file-based-messaging and the
+ * AMQP kinds log every emit at info. So `messaging`, the participant's kind and @sap/cds's messaging kinds are set.
  */
 function quiet(kind) {
-  return kind ? { messaging: 'warn', [kind]: 'warn' } : { messaging: 'warn' }
+  const kinds = ['local-messaging', 'file-based-messaging', 'redis-messaging', 'enterprise-messaging', 'enterprise-messaging-shared', 'enterprise-messaging-amqp', 'enterprise-messaging-http', 'composite-messaging']
+  return Object.fromEntries(['messaging', ...kinds, ...(kind ? [kind] : [])].map(k => [k, 'warn']))
 }
 
 /** The executable and environment of a participant for @sap/cds `cds` (9: this Node; 10: Node 22 + the matrix modules). */

@@ -1,9 +1,10 @@
 'use strict'
 // Raw rhea on RabbitMQ's AMQP 1.0 plugin: unsettled sends (resolve on `accepted`) to the queue
-// address /queue/<q> and a receiver on the same queue with manual acceptance and a credit window.
+// address /queue/<q> and a receiver on the same queue with manual acceptance and a credit window;
+// `durable: true` sends persistent messages (header.durable), as our kind does by default.
 const rhea = require('rhea')
 
-module.exports = async ({ host = '127.0.0.1', port = 5672, username = 'guest', password = 'guest', queue, credit = 200 }) => {
+module.exports = async ({ host = '127.0.0.1', port = 5672, username = 'guest', password = 'guest', queue, credit = 200, durable = false }) => {
   const container = rhea.create_container({ id: `bench-raw-${process.pid}` })
   const conn = container.connect({ host, port, username, password, reconnect: false })
   await new Promise((resolve, reject) => {
@@ -22,7 +23,7 @@ module.exports = async ({ host = '127.0.0.1', port = 5672, username = 'guest', p
   return {
     emit: (topic, data) =>
       new Promise((resolve, reject) => {
-        const d = sender.send({ subject: topic, body: rhea.message.data_section(Buffer.from(JSON.stringify({ data }))), content_type: 'application/json' })
+        const d = sender.send({ durable, subject: topic, body: rhea.message.data_section(Buffer.from(JSON.stringify({ data }))), content_type: 'application/json' })
         pending.set(d.id, { resolve, reject })
       }),
     on: (topic, fn) => handlers.push(fn),
