@@ -21,7 +21,9 @@ const RESULTS = path.join(__dirname, 'results')
 const APP = path.join(__dirname, 'app')
 const MATRIX = path.join(__dirname, '..', '.matrix', 'cds10')
 const FLOOR = { kind: 'bench-floor', impl: path.join(APP, 'peers', 'floor.js') }
-const IMPLS = ['ours', 'ours-batched', 'floor', 'cds', 'cds-default', 'raw', 'raw-durable', 'raw-autoack']
+const IMPLS = ['ours', 'ours-batched', 'ours-pubsub', 'floor', 'cds', 'cds-default', 'raw', 'raw-durable', 'raw-autoack']
+/** Peers shown in the table of further peers (ours / peer in the same cell) rather than in the main ratio columns. */
+const FURTHER = ['ours-pubsub', 'raw-durable', 'raw-autoack']
 const SOAK_KINDS = ['local', 'file', 'redis', 'redis-streams', 'mqtt', 'amqp']
 const args = parseArgs(process.argv.slice(2))
 
@@ -306,6 +308,16 @@ function render(rows, ms) {
     for (const c of batched)
       lines.push(
         `| ${c.cds} | ${c.driver} | ${c.size} | ${c.procs} | ${c.inflight} | ${x(ratioMedian(c, 'ours', 'e2e', 'ours-batched'))} | ${x(ratioMedian(c, 'cds', 'e2e', 'ours-batched'))} | ${x(ratioMedian(c, 'raw', 'e2e', 'ours-batched'))} | ${x(ratioMedian(c, 'raw', 'cpuUsPerMsg', 'ours-batched'))} |`
+      )
+  }
+  const further = rows.flatMap(c => FURTHER.filter(p => c.reps[p]).map(p => [c, p]))
+  if (further.length) {
+    lines.push('', '## Ours against further peers in the same cell, median of per-repetition ratios', '')
+    lines.push('| cds | kind | size | procs | in flight | peer | e2e | p50 | CPU/msg |')
+    lines.push('|---|---|---|---|---|---|---|---|---|')
+    for (const [c, p] of further)
+      lines.push(
+        `| ${c.cds} | ${c.driver} | ${c.size} | ${c.procs} | ${c.inflight} | ${drivers[c.driver].label[p]} | ${x(ratioMedian(c, p, 'e2e'))} | ${x(ratioMedian(c, p, 'p50'))} | ${x(ratioMedian(c, p, 'cpuUsPerMsg'))} |`
       )
   }
   lines.push('', '## Versions', '')

@@ -4,7 +4,7 @@
 //   node bench/worker.js <role> <json spec>
 //
 // role: `both` (producer and consumer in this process), `produce`, or `consume`.
-// spec: { driver, impl: 'ours'|'ours-batched'|'cds'|'cds-default'|'floor'|'raw'|'raw-…', size, inflight, n, config, timeoutMs, idleMs }
+// spec: { driver, impl: 'ours'|'ours-batched'|'ours-pubsub'|'cds'|'cds-default'|'floor'|'raw'|'raw-…', size, inflight, n, config, timeoutMs, idleMs }
 //   --soak adds { soak: true, sampleMs, slowMs, prefilled } (slowMs > 0: the consumer handles one message at a time,
 //   slowMs each; prefilled: all n were emitted by an earlier `produce` run, so the backlog starts at n).
 // Prints `READY` when a consumer is subscribed, and one JSON line with its measurements at the end.
