@@ -149,7 +149,8 @@ async function measure(driver, impl, { cds, size, procs, inflight }) {
 }
 
 function metrics(n, prod, cons, procs) {
-  const cpu = procs.reduce((a, r) => a + r.cpuSeconds, 0)
+  // the measured window of each process (bench/worker.js), not its start-up and close
+  const cpu = procs.reduce((a, r) => a + (r.cpuWindowSeconds ?? r.cpuSeconds), 0)
   return {
     n,
     publish: n / ((prod.t1 - prod.t0) / 1000),
@@ -266,7 +267,7 @@ function render(rows, ms) {
   lines.push(`Command: \`npm run bench -- ${process.argv.slice(2).join(' ')}\` — ${new Date().toISOString()}, ${(ms / 1000).toFixed(0)} s in all.`, '')
   lines.push('Medians over interleaved repetitions (A B C A B C …); every participant in a fresh process.')
   lines.push(
-    'Ratios are computed per repetition pair, then the median is taken. `e2e` = messages received per second from the first emit to the last receive. CPU = user + system time of all participating processes per message received. Lost = emitted and acknowledged, never received; failed = emits that rejected. The **CAP floor** is a `cds.MessagingService` with no transport (emit → `message4` → JSON → next turn → `processInboundMsg`): what the standard API costs before any byte moves; it always runs in one process. **Above floor** = our CPU per message minus the floor\'s, in µs.',
+    'Ratios are computed per repetition pair, then the median is taken. `e2e` = messages received per second from the first emit to the last receive. CPU = user + system time of all participating processes per message received, counted from the first emit (producer) or from being subscribed (consumer) to the last emit\'s confirmation or the last message received: start-up (loading @sap/cds, connecting) and close are not in it. Lost = emitted and acknowledged, never received; failed = emits that rejected. The **CAP floor** is a `cds.MessagingService` with no transport (emit → `message4` → JSON → next turn → `processInboundMsg`): what the standard API costs before any byte moves; it always runs in one process. **Above floor** = our CPU per message minus the floor\'s, in µs.',
     ''
   )
   lines.push('| cds | kind | impl | size | procs | in flight | n | publish msgs/s | e2e msgs/s | p50 ms | p99 ms | CPU µs/msg | peak RSS | lost | failed | dup |')
