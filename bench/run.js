@@ -151,6 +151,7 @@ async function measure(driver, impl, { cds, size, procs, inflight }) {
 function metrics(n, prod, cons, procs) {
   // the measured window of each process (bench/worker.js), not its start-up and close
   const cpu = procs.reduce((a, r) => a + (r.cpuWindowSeconds ?? r.cpuSeconds), 0)
+  const whole = procs.reduce((a, r) => a + r.cpuSeconds, 0)
   return {
     n,
     publish: n / ((prod.t1 - prod.t0) / 1000),
@@ -159,6 +160,8 @@ function metrics(n, prod, cons, procs) {
     p99: cons.p99,
     cpuPer10k: (cpu / Math.max(1, cons.received)) * 10000,
     cpuUsPerMsg: (cpu / Math.max(1, cons.received)) * 1e6,
+    // with each process's start-up and close, for comparison only (not in any table)
+    cpuWholeUsPerMsg: (whole / Math.max(1, cons.received)) * 1e6,
     peakRss: Math.max(...procs.map(r => r.peakRss)),
     lost: n - cons.received - (prod.failed || 0),
     failed: prod.failed || 0,
