@@ -228,11 +228,15 @@ async function bench() {
   const report = render(rows, Date.now() - started)
   const out = args.out || path.join(RESULTS, 'latest.md')
   fs.mkdirSync(path.dirname(out), { recursive: true })
-  fs.writeFileSync(out, report.md)
-  fs.writeFileSync(path.join(path.dirname(out), 'ratios.svg'), report.svg)
-  fs.writeFileSync(path.join(path.dirname(out), 'latest.json'), JSON.stringify({ versions: versions(), args, rows }, null, 2))
+  // `--out x.md` writes x.svg and x.json beside it; without it, latest.md, ratios.svg and latest.json
+  // (a run with --out used to overwrite the last full run's chart and JSON)
+  const base = args.out ? out.replace(/\.md$/, '') : null
+  const svg = base ? `${base}.svg` : path.join(RESULTS, 'ratios.svg')
+  fs.writeFileSync(out, report.md.replace('![ratios](ratios.svg)', `![ratios](${path.basename(svg)})`))
+  fs.writeFileSync(svg, report.svg)
+  fs.writeFileSync(base ? `${base}.json` : path.join(RESULTS, 'latest.json'), JSON.stringify({ versions: versions(), args, rows }, null, 2))
   console.log(report.md)
-  console.error(`wrote ${out} and ratios.svg`)
+  console.error(`wrote ${out} and ${svg}`)
 }
 
 const fmt = x => (Number.isFinite(x) ? (x >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(x >= 10 ? 1 : 2)) : '–')
