@@ -149,8 +149,9 @@ async function measure(driver, impl, { cds, size, procs, inflight }) {
 }
 
 function metrics(n, prod, cons, procs) {
-  // the measured window of each process (bench/worker.js), not its start-up and close
-  const cpu = procs.reduce((a, r) => a + (r.cpuWindowSeconds ?? r.cpuSeconds), 0)
+  // the measured window of each process (bench/worker.js), not its start-up and close; every role
+  // opens one, so a missing window shows as '–' instead of being replaced by the whole process's CPU
+  const cpu = procs.reduce((a, r) => a + r.cpuWindowSeconds, 0)
   const whole = procs.reduce((a, r) => a + r.cpuSeconds, 0)
   return {
     n,
