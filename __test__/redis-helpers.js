@@ -84,13 +84,17 @@ async function privateRedis(name, { password } = {}) {
   }
   const stop = async () => {
     if (!proc || proc.exitCode !== null) return
+    proc.kill('SIGCONT') // a paused server would not exit on SIGTERM
     const exited = new Promise(r => proc.once('exit', r))
     proc.kill('SIGTERM')
     await exited
   }
   await start()
   const url = `redis://${password ? `:${encodeURIComponent(password)}@` : ''}127.0.0.1:${port}`
-  return { port, url, start, stop, restart: async () => (await stop(), await start()) }
+  // SIGSTOP / SIGCONT: Redis keeps its connections open but answers nothing meanwhile (a stall)
+  const pause = () => proc.kill('SIGSTOP')
+  const resume = () => proc.kill('SIGCONT')
+  return { port, url, start, stop, pause, resume, restart: async () => (await stop(), await start()) }
 }
 
 async function ping(port, password) {

@@ -97,10 +97,31 @@ pub enum Outcome {
     Failed(HandlerError),
 }
 
+/// A delivery's place under `maxInFlight`; dropping it frees the place for the next delivery.
+///
+/// [`Settle::ack`] gets it so that a transport whose acknowledgement is sent later and whose broker
+/// does not bound the unacknowledged deliveries itself (Redis Streams) can hold it until the
+/// acknowledgement is confirmed: then at most `maxInFlight` processed messages are ever
+/// unacknowledged, and at most that many come again after a crash, however slow the broker is.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    /// Held only to be dropped.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl InFlight {
+    /// The place held by `permit` (`None`: a delivery outside the bound).
+    pub(crate) fn new(permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Self {
+        InFlight { _permit: permit }
+    }
+}
+
 /// How a transport settles one delivery once the engine has decided.
 pub trait Settle: Send + Sync + 'static {
-    /// Every handler succeeded: remove the message for good.
-    fn ack(self: Box<Self>);
+    /// Every handler succeeded: remove the message for good. Dropping `place` lets the next
+    /// delivery in; a transport keeps it until the broker has the acknowledgement where it alone
+    /// bounds what is unacknowledged (see [`InFlight`]).
+    fn ack(self: Box<Self>, place: InFlight);
     /// Hand the message back to the broker for redelivery, not before `delay`. Called only on
     /// transports whose broker redelivers ([`crate::transport::Redelivery::Broker`]); where the
     /// engine redelivers, it keeps the handle instead, and this default drops it.

@@ -2,11 +2,12 @@
 //!
 //! Every delivery holds one in-flight permit until *it* is settled — not until its batch is: a
 //! message whose outcome the handler reports early ([`Progress`]) is settled and frees its permit at
-//! once, so one handler that never settles holds one permit, not a batch's worth. Every way a
-//! delivery goes back (a failed handler, a failed call, a dropped promise, an outcome mismatch)
-//! counts an attempt, so `max_attempts` always ends it with a dead letter. Where the transport's
-//! broker does not redeliver, the engine does ([`InProcess`]), through the channel the delivery
-//! came by.
+//! once, so one handler that never settles holds one permit, not a batch's worth. An acknowledged
+//! delivery's permit goes to its transport ([`InFlight`]), which may keep it until the broker has
+//! the acknowledgement (Redis Streams does). Every way a delivery goes back (a failed handler, a
+//! failed call, a dropped promise, an outcome mismatch) counts an attempt, so `max_attempts` always
+//! ends it with a dead letter. Where the transport's broker does not redeliver, the engine does
+//! ([`InProcess`]), through the channel the delivery came by.
 
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +17,7 @@ use super::progress::Progress;
 use super::redelivery::InProcess;
 use super::Handler;
 use crate::log::Logger;
-use crate::message::{Delivery, HandlerError, Inbound, Outcome, Settle};
+use crate::message::{Delivery, HandlerError, InFlight, Inbound, Outcome, Settle};
 use crate::policy::{Decision, RetryPolicy};
 
 pub(super) struct Settings {
@@ -220,7 +221,8 @@ fn apply(slot: Slot, outcome: Outcome, s: &Settings) {
     match outcome {
         Outcome::Ack => {
             s.log.stats().acked();
-            settle.ack()
+            settle.ack(InFlight::new(permit));
+            return;
         }
         Outcome::Failed(err) => match s.policy.decide(attempt, &err) {
             Decision::Retry(delay) => {
@@ -266,7 +268,7 @@ mod tests {
     struct SpawningSettle(mpsc::UnboundedSender<&'static str>);
 
     impl Settle for SpawningSettle {
-        fn ack(self: Box<Self>) {
+        fn ack(self: Box<Self>, _place: InFlight) {
             tokio::spawn(async move {
                 let _ = self.0.send("ack");
             });
@@ -393,7 +395,7 @@ mod tests {
 
     struct Ignore;
     impl Settle for Ignore {
-        fn ack(self: Box<Self>) {}
+        fn ack(self: Box<Self>, _place: InFlight) {}
         fn dead_letter(self: Box<Self>, _error: &HandlerError) {}
     }
 
@@ -443,5 +445,79 @@ mod tests {
         );
         drop(tx);
         let _ = tokio::time::timeout(Duration::from_secs(5), dispatcher).await;
+    }
+
+    /// Keeps every acknowledged delivery's place, as a transport does until its broker confirmed.
+    struct HoldsPlace(Arc<Mutex<Vec<InFlight>>>);
+    impl Settle for HoldsPlace {
+        fn ack(self: Box<Self>, place: InFlight) {
+            crate::sync::lock(&self.0).push(place);
+        }
+        fn dead_letter(self: Box<Self>, _error: &HandlerError) {}
+    }
+
+    /// Counts the messages it is given and acknowledges them.
+    struct CountsAndAcks(Arc<std::sync::atomic::AtomicUsize>);
+    #[async_trait::async_trait]
+    impl Handler for CountsAndAcks {
+        async fn handle(&self, batch: Vec<Inbound>) -> crate::error::Result<Vec<Outcome>> {
+            self.0
+                .fetch_add(batch.len(), std::sync::atomic::Ordering::AcqRel);
+            Ok(batch.iter().map(|_| Outcome::Ack).collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_whose_transport_keeps_their_place_count_against_max_in_flight() {
+        // Redis Streams under a stalled Redis: handlers went on while no XACK could land, so a
+        // crash then brought back everything processed meanwhile, not at most maxInFlight.
+        let (tx, rx) = mpsc::channel(64);
+        let places = Arc::new(Mutex::new(Vec::new()));
+        let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let settings = Settings {
+            policy: RetryPolicy::default(),
+            max_in_flight: 5,
+            max_batch: 100,
+            dead_letter: "nowhere".into(),
+            log: Logger::new("test", None),
+            in_process: None,
+        };
+        let (_bypass_tx, bypass_rx) = mpsc::unbounded_channel();
+        let handler = Arc::new(CountsAndAcks(handled.clone()));
+        let dispatcher = tokio::spawn(run(rx, bypass_rx, handler, settings));
+        for i in 0..20 {
+            let d = Delivery {
+                message: Inbound {
+                    topic: format!("t{i}"),
+                    payload: "{}".into(),
+                    attempt: 1,
+                },
+                settle: Box::new(HoldsPlace(places.clone())),
+            };
+            tx.send(d).await.unwrap();
+        }
+        let count = || handled.load(std::sync::atomic::Ordering::Acquire);
+        let settled = |n: usize| {
+            let places = places.clone();
+            async move {
+                while crate::sync::lock(&places).len() < n {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        let first = tokio::time::timeout(Duration::from_secs(5), settled(5)).await;
+        assert!(first.is_ok(), "the first 5 deliveries were acknowledged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            count(),
+            5,
+            "no delivery while 5 acknowledgements keep their place"
+        );
+        crate::sync::lock(&places).clear(); // the broker confirmed them
+        let next = tokio::time::timeout(Duration::from_secs(5), settled(5)).await;
+        assert!(next.is_ok(), "the next 5 came once the places were freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(count(), 10);
+        dispatcher.abort();
     }
 }

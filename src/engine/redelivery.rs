@@ -94,11 +94,12 @@ impl InProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::InFlight;
 
     struct Counting(Arc<std::sync::atomic::AtomicU32>);
 
     impl Settle for Counting {
-        fn ack(self: Box<Self>) {}
+        fn ack(self: Box<Self>, _place: InFlight) {}
         fn dead_letter(self: Box<Self>, _error: &HandlerError) {}
         fn redelivered(&mut self) {
             self.0.fetch_add(1, Ordering::AcqRel);

@@ -19,7 +19,7 @@ use super::error::{attach_error, attach_timeout, ConnectError, Failure, LinkRole
 use super::profile::{FailOutcome, Profile};
 use crate::error::Result;
 use crate::log::Logger;
-use crate::message::{Delivery, HandlerError, Inbound, Settle};
+use crate::message::{Delivery, HandlerError, InFlight, Inbound, Settle};
 use crate::sync::lock;
 use crate::transport::support::backoff::{should_log, Reconnect};
 use crate::transport::TransportContext;
@@ -75,7 +75,7 @@ pub(super) struct AmqpSettle {
 }
 
 impl Settle for AmqpSettle {
-    fn ack(self: Box<Self>) {
+    fn ack(self: Box<Self>, _place: InFlight) {
         lock(&self.attempts).forget(&self.key);
         let _ = self.tx.send(Settlement {
             generation: self.generation,

@@ -37,7 +37,7 @@ use self::lock::{BoxLock, LockSettings};
 use self::store::{BoxStore, Claimed, CycleInput, SettleOp, Stamp};
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
-use crate::message::{Delivery, HandlerError, Inbound, Outbound, Settle};
+use crate::message::{Delivery, HandlerError, InFlight, Inbound, Outbound, Settle};
 use crate::policy::RetryPolicy;
 use crate::transport::support::backoff::{should_log, Backoff};
 use crate::transport::{Guarantee, Transport, TransportContext};
@@ -657,7 +657,7 @@ struct FileSettle {
 }
 
 impl Settle for FileSettle {
-    fn ack(self: Box<Self>) {
+    fn ack(self: Box<Self>, _place: InFlight) {
         let _ = self.ops.send((self.seq, SettleOp::Ack));
     }
 

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::engine::DeadLetterQueue;
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
-use crate::message::{Delivery, HandlerError, Inbound, Outbound, Settle};
+use crate::message::{Delivery, HandlerError, InFlight, Inbound, Outbound, Settle};
 use crate::policy::{Decision, RetryPolicy};
 use crate::subscriptions::Subscriptions;
 use crate::transport::{Guarantee, Redelivery, Transport, TransportContext};
@@ -52,7 +52,7 @@ struct LocalSettle {
 }
 
 impl Settle for LocalSettle {
-    fn ack(self: Box<Self>) {
+    fn ack(self: Box<Self>, _place: InFlight) {
         let _ = self.done.send(Ok(()));
     }
 

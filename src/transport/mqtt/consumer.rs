@@ -14,7 +14,7 @@ use super::publisher::Publisher;
 use super::{conn, topic};
 use crate::error::ErrorCode;
 use crate::log::Logger;
-use crate::message::{Delivery, HandlerError, Inbound, Settle};
+use crate::message::{Delivery, HandlerError, InFlight, Inbound, Settle};
 use crate::subscriptions::Subscriptions;
 use crate::transport::support::backoff::{should_log, Backoff};
 
@@ -113,7 +113,7 @@ pub(super) struct MqttSettle {
 }
 
 impl Settle for MqttSettle {
-    fn ack(self: Box<Self>) {
+    fn ack(self: Box<Self>, _place: InFlight) {
         if let Some(c) = self.core.conn.get() {
             c.ack(&self.ack, self.epoch);
         }

@@ -12,7 +12,7 @@ use super::conn::{Conn, ConnSettings, Events, SubTicket};
 use super::MqttConfig;
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
-use crate::message::{Delivery, HandlerError, Inbound, Settle};
+use crate::message::{Delivery, HandlerError, InFlight, Inbound, Settle};
 use crate::transport::support::tls;
 
 /// Settings of a short-lived, clean session with a client id of its own next to the app's.
@@ -57,7 +57,7 @@ pub async fn probe(config: &MqttConfig, timeout: Duration) -> Result<String> {
 struct Nothing;
 
 impl Settle for Nothing {
-    fn ack(self: Box<Self>) {}
+    fn ack(self: Box<Self>, _place: InFlight) {}
     fn retry(self: Box<Self>, _delay: Duration, _error: &HandlerError) {}
     fn dead_letter(self: Box<Self>, _error: &HandlerError) {}
 }

@@ -14,7 +14,7 @@ use super::conn::{CommandConnection, CommandSettings, Endpoint};
 use super::{send_batch, RedisConfig};
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
-use crate::message::{Delivery, HandlerError, Inbound, Outbound, Settle};
+use crate::message::{Delivery, HandlerError, InFlight, Inbound, Outbound, Settle};
 use crate::policy::RetryPolicy;
 use crate::subscriptions::TopicSet;
 use crate::sync::lock;
@@ -382,7 +382,7 @@ impl Subscriber {
 struct PubSubSettle;
 
 impl Settle for PubSubSettle {
-    fn ack(self: Box<Self>) {}
+    fn ack(self: Box<Self>, _place: InFlight) {}
 
     fn dead_letter(self: Box<Self>, _error: &HandlerError) {}
 }

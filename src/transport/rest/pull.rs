@@ -18,7 +18,7 @@ use super::{Api, Provisioning};
 use crate::engine::DeadLetterQueue;
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
-use crate::message::{Delivery, HandlerError, Inbound, Settle};
+use crate::message::{Delivery, HandlerError, InFlight, Inbound, Settle};
 use crate::transport::support::url::percent_encode;
 use crate::transport::TransportContext;
 
@@ -165,7 +165,7 @@ struct PullSettle {
 }
 
 impl Settle for PullSettle {
-    fn ack(self: Box<Self>) {
+    fn ack(self: Box<Self>, _place: InFlight) {
         tokio::spawn(async move {
             self.puller
                 .ack_logged(self.pulled.id.as_deref(), &self.pulled.topic)

@@ -25,7 +25,7 @@ use super::conn::{CommandConnection, CommandSettings, Endpoint};
 use super::{send_batch, with_retry, RedisConfig, StreamsConfig};
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::Logger;
-use crate::message::{Delivery, Inbound, Outbound};
+use crate::message::{Delivery, InFlight, Inbound, Outbound};
 use crate::policy::RetryPolicy;
 use crate::sync::lock;
 use crate::transport::{Guarantee, Transport, TransportContext};
@@ -234,9 +234,11 @@ impl Drop for StreamsTransport {
 
 /// Settlement work for the settler task.
 enum Op {
+    /// `place` (under `maxInFlight`) is freed only once the `XACK` is confirmed.
     Ack {
         key: String,
         id: String,
+        _place: InFlight,
     },
     DeadLetter {
         key: String,

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::super::with_retry;
 use super::{Op, Shared};
 use crate::error::{ErrorCode, Result};
-use crate::message::{HandlerError, Inbound, Settle};
+use crate::message::{HandlerError, InFlight, Inbound, Settle};
 use crate::sync::lock;
 use crate::transport::support::backoff::should_log;
 
@@ -61,7 +61,8 @@ impl Shared {
                     let mut owned = lock(&self.owned);
                     for op in pending.drain(..) {
                         match op {
-                            Op::Ack { key, id } | Op::DeadLetter { key, id, .. } => {
+                            // an acknowledged entry's place under maxInFlight is freed here
+                            Op::Ack { key, id, .. } | Op::DeadLetter { key, id, .. } => {
                                 owned.remove(&(key, id));
                             }
                             Op::Flush => {}
@@ -98,7 +99,7 @@ impl Shared {
             .unwrap_or(0);
         for op in ops {
             match op {
-                Op::Ack { key, id } => acks.entry(key).or_default().push(id),
+                Op::Ack { key, id, .. } => acks.entry(key).or_default().push(id),
                 Op::DeadLetter {
                     key,
                     id,
@@ -154,10 +155,11 @@ pub(super) struct StreamSettle {
 }
 
 impl Settle for StreamSettle {
-    fn ack(self: Box<Self>) {
+    fn ack(self: Box<Self>, place: InFlight) {
         let _ = self.shared.ops.send(Op::Ack {
             key: self.key,
             id: self.id,
+            _place: place,
         });
     }
 
