@@ -103,7 +103,7 @@ pub enum Outcome {
 /// does not bound the unacknowledged deliveries itself (Redis Streams) can hold it until the
 /// acknowledgement is confirmed: then at most `maxInFlight` processed messages are ever
 /// unacknowledged, and at most that many come again after a crash, however slow the broker is.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct InFlight {
     /// Held only to be dropped.
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,

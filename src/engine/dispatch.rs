@@ -221,6 +221,7 @@ fn apply(slot: Slot, outcome: Outcome, s: &Settings) {
     match outcome {
         Outcome::Ack => {
             s.log.stats().acked();
+            // the permit goes with the acknowledgement; every other outcome frees it below
             settle.ack(InFlight::new(permit));
             return;
         }

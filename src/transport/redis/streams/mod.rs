@@ -234,7 +234,7 @@ impl Drop for StreamsTransport {
 
 /// Settlement work for the settler task.
 enum Op {
-    /// `place` (under `maxInFlight`) is freed only once the `XACK` is confirmed.
+    /// `_place` (under `maxInFlight`) is dropped, i.e. freed, only once the `XACK` is confirmed.
     Ack {
         key: String,
         id: String,
