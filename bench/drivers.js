@@ -136,12 +136,13 @@ module.exports = {
       credentials: { messaging: [{ protocol: ['amqp10ws'], uri: 'amqp://127.0.0.1:5672', oa2: { clientid: 'bench', clientsecret: 'bench', tokenendpoint: 'http://127.0.0.1:9/oauth/token' } }] }
     }),
     raw: ({ queue }) => ({ queue: `${queue}.raw` }),
-    // the same per-message work for RabbitMQ as ours and @sap/cds's kind: persistent messages (header.durable)
+    // the same per-message work for RabbitMQ as ours: persistent messages (header.durable) in a durable queue
+    // (bench/raw/amqp.js). @sap/cds's AMQP kind sets no message header, so its messages are transient.
     'raw-durable': ({ queue }) => ({ queue: `${queue}.rawd`, durable: true }),
     versions: () => ({ rabbitmq: version("rabbitmqctl -q version"), rhea: require('rhea/package.json').version }),
     notes: [
-      'amqp: RabbitMQ 3.10 with the AMQP 1.0 plugin (its own ceiling is about 8–9k msgs/s here). Ours publishes durable messages to amq.topic and consumes its bound queue; rhea publishes to and consumes from a queue address directly (one hop less), with non-durable messages (`raw`) and with durable ones as ours (`raw-durable`, the same persistence work for RabbitMQ).',
-      "amqp: @sap/cds's AMQP kind (enterprise-messaging-shared) runs through bench/app/peers/cds-amqp-rabbitmq.js, which changes only its link addresses (RabbitMQ 3.x understands neither Event Mesh's anonymous 'topic:' sender nor 'queue:' sources) and skips Event Mesh's management API; its per-message path is @sap/cds's own. It uses the same /queue/<q> one-hop path as rhea."
+      'amqp: RabbitMQ 3.10 with the AMQP 1.0 plugin (its own ceiling is about 8–9k msgs/s here). Ours publishes durable messages to amq.topic and consumes its bound queue; rhea publishes to and consumes from a queue address directly (one hop less), with non-durable messages in a non-durable queue (`raw`) and with durable ones in a durable queue as ours (`raw-durable`, the same persistence work for RabbitMQ: it persists a persistent message only in a durable queue; before 4 December this peer used a non-durable queue, so RabbitMQ persisted nothing of it).',
+      "amqp: @sap/cds's AMQP kind (enterprise-messaging-shared) runs through bench/app/peers/cds-amqp-rabbitmq.js, which changes only its link addresses (RabbitMQ 3.x understands neither Event Mesh's anonymous 'topic:' sender nor 'queue:' sources) and skips Event Mesh's management API; its per-message path is @sap/cds's own. It uses the same /queue/<q> one-hop path as rhea, and its messages are transient (its emit sets no header.durable), so RabbitMQ persists nothing of them."
     ]
   },
   'event-mesh': {
