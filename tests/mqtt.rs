@@ -148,6 +148,28 @@ async fn a_burst_is_confirmed_when_the_broker_holds_its_last_puback_until_the_cl
 }
 
 #[tokio::test]
+async fn one_publish_at_a_time_sends_no_pingreq_per_message() {
+    // The PUBLISH written after a PUBACK arrived carries our TCP ACK for it: a PINGREQ then only
+    // doubles the broker's work. Before, every emit made one at 1 in flight (issue #16).
+    let fake = FakeMqtt::start(Script::default()).await;
+    let e = engine(&fake, "one-at-a-time", |c| {
+        c.keep_alive = Duration::from_secs(60);
+    });
+    for i in 0..50 {
+        let res = e
+            .publish(vec![out("seq", &format!(r#"{{"data":{i}}}"#))])
+            .await;
+        assert!(res.iter().all(|r| r.is_ok()), "publish {i}: {res:?}");
+    }
+    let pings = fake.pingreqs("one-at-a-time");
+    assert!(
+        pings <= 2,
+        "{pings} PINGREQs for 50 publishes made one at a time"
+    );
+    e.close().await.expect("close");
+}
+
+#[tokio::test]
 async fn broker_drops_the_connection_mid_stream_unacknowledged_messages_come_again_with_dup_and_none_is_lost(
 ) {
     let fake = FakeMqtt::start(Script::default()).await;

@@ -168,6 +168,8 @@ struct State {
     published: Vec<Published>,
     /// (client id, packet id) of every PUBACK a client sent.
     acked: Vec<(String, u16)>,
+    /// Client id of every PINGREQ a client sent.
+    pingreqs: Vec<String>,
     subscriptions: Vec<(String, String)>,
     conns: HashMap<u64, (String, mpsc::UnboundedSender<Command>)>,
     next: u64,
@@ -227,7 +229,13 @@ impl FakeMqtt {
         self.state.lock().unwrap().published.clone()
     }
 
-    /// Packet ids the client `client` acknowledged.
+    /// How many PINGREQs clients whose id starts with `client` sent.
+    pub fn pingreqs(&self, client: &str) -> usize {
+        let st = self.state.lock().unwrap();
+        st.pingreqs.iter().filter(|c| c.starts_with(client)).count()
+    }
+
+    /// Packet ids of every PUBACK `client` sent.
     pub fn acked(&self, client: &str) -> Vec<u16> {
         let st = self.state.lock().unwrap();
         st.acked
@@ -435,6 +443,7 @@ async fn connection(socket: TcpStream, state: Arc<Mutex<State>>) {
                 let _ = tx.send(Command::Send(packet(0xB0, &body[0..2])));
             }
             12 => {
+                state.lock().unwrap().pingreqs.push(client.clone());
                 let _ = tx.send(Command::Send(packet(0xD0, &[])));
             }
             14 => break,

@@ -103,8 +103,18 @@ pub(super) async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<d
             write_pingreq(&mut el).await;
         }
         let polled = el.poll().await;
-        if polled.is_ok() {
-            write_acks(&mut el, &conn, epoch, &polled).await;
+        // What arrived and what was written, in the order it happened: an event of rumqttc's was
+        // read (Incoming) or written and flushed (Outgoing) before `poll` returned it, and the acks
+        // below go out after it.
+        match &polled {
+            Ok(Event::Incoming(Packet::PubAck(_))) => nudge.puback(),
+            Ok(Event::Incoming(Packet::PingResp)) => nudge.pingresp(),
+            Ok(Event::Outgoing(Outgoing::AwaitAck(_))) => {}
+            Ok(Event::Outgoing(_)) => nudge.wrote(),
+            _ => {}
+        }
+        if polled.is_ok() && write_acks(&mut el, &conn, epoch, &polled).await {
+            nudge.wrote();
         }
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -162,11 +172,16 @@ pub(super) async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<d
                             break;
                         }
                         _ = conn.acks_queued.notified() => {
-                            write_acks(&mut el, &conn, epoch, &Ok(Event::Outgoing(Outgoing::PingReq))).await;
+                            if write_acks(&mut el, &conn, epoch, &Ok(Event::Outgoing(Outgoing::PingReq))).await {
+                                nudge.wrote();
+                            }
                         }
                         // Nothing acknowledged for a keep-alive period: a PINGREQ keeps the broker
                         // from closing a connection that only waits for its handlers.
-                        _ = tokio::time::sleep(conn.settings.keep_alive) => write_pingreq(&mut el).await,
+                        _ = tokio::time::sleep(conn.settings.keep_alive) => {
+                            write_pingreq(&mut el).await;
+                            nudge.wrote();
+                        }
                     }
                 }
                 if waited {
@@ -182,9 +197,7 @@ pub(super) async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<d
                 if let Some(w) = inflight.remove(&a.pkid) {
                     w.finish(Ok(()));
                 }
-                nudge.puback();
             }
-            Ok(Event::Incoming(Packet::PingResp)) => nudge.pingresp(),
             Ok(Event::Incoming(Packet::SubAck(s))) => {
                 if let (Some(t), Some(ev)) = (sub_wait.remove(&s.pkid), &events) {
                     ev.subscribed(t, s.return_codes);
@@ -327,36 +340,40 @@ async fn write_pingreq(el: &mut EventLoop) {
     }
 }
 
-/// Writes the queued acks of connection `epoch` to the socket in one flush.
+/// Writes the queued acks of connection `epoch` to the socket in one flush; `true` when some
+/// went out.
 async fn write_acks(
     el: &mut EventLoop,
     conn: &Conn,
     epoch: u64,
     polled: &std::result::Result<Event, ConnectionError>,
-) {
+) -> bool {
     let queued = {
         let mut q = lock(&conn.acks);
         if matches!(polled, Ok(Event::Outgoing(Outgoing::PubAck(_)))) {
             q.wake = false;
         }
         if q.queued.is_empty() {
-            return;
+            return false;
         }
         std::mem::take(&mut q.queued)
     };
     let Some(network) = el.network.as_mut() else {
-        return; // not connected: the broker redelivers these messages
+        return false; // not connected: the broker redelivers these messages
     };
+    let mut wrote = false;
     for (pkid, e) in queued {
-        if e == epoch
-            && network
+        if e == epoch {
+            if network
                 .write(Packet::PubAck(PubAck::new(pkid)))
                 .await
                 .is_err()
-        {
-            return;
+            {
+                return false;
+            }
+            wrote = true;
         }
     }
     // A failure shows up as an error of the next poll.
-    let _ = network.flush().await;
+    wrote && network.flush().await.is_ok()
 }

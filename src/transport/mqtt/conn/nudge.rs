@@ -10,7 +10,10 @@
 //!
 //! A PINGREQ goes out only while publishes await their PUBACK and nothing else is about to be
 //! written, after a segment of the broker arrived: one with a PUBACK, or a PINGRESP (the broker may
-//! hold PUBACKs behind it). A PINGRESP after which no PUBACK came leads to no second PINGREQ, so a
+//! hold PUBACKs behind it), and only when we wrote nothing since: any packet we write carries our
+//! TCP ACK for what arrived before it. (Without that last condition every emit made one at 1 in
+//! flight: the PUBACK of one emit arrived, the next emit's PUBLISH went out and then waited for its
+//! PUBACK, and a PINGREQ followed it, doubling the broker's work per message.) A PINGRESP after which no PUBACK came leads to no second PINGREQ, so a
 //! broker that is slow to acknowledge gets at most two PINGREQs per segment of PUBACKs it sends,
 //! never a stream of them. The PINGREQ is written past rumqttc's keep-alive state (a PINGRESP is
 //! always allowed).
@@ -39,6 +42,11 @@ impl Nudge {
     pub fn puback(&mut self) {
         self.received = true;
         self.answered_without_progress = false;
+    }
+
+    /// We wrote a packet: it carried our TCP ACK for everything that arrived before it.
+    pub fn wrote(&mut self) {
+        self.received = false;
     }
 
     /// A PINGRESP arrived (ours or one of rumqttc's keep-alive).
@@ -119,6 +127,19 @@ mod tests {
         };
         assert!(!n.due(done));
         assert!(n.due(WAITING), "the PUBACK still counts");
+    }
+
+    #[test]
+    fn a_packet_written_after_the_pubacks_carries_the_ack_so_no_nudge() {
+        let mut n = Nudge::default();
+        n.puback();
+        n.wrote();
+        assert!(
+            !n.due(WAITING),
+            "the next PUBLISH already acknowledged the segment"
+        );
+        n.puback();
+        assert!(n.due(WAITING), "a PUBACK after the write counts again");
     }
 
     #[test]
