@@ -245,8 +245,11 @@ async function main() {
     const c = consumer(client, topic)
     await client.listen()
     await sleep(100)
+    // BENCH_MARKERS=1 (bench/threads.js): the window it reads /proc/<pid>/task over
+    if (process.env.BENCH_MARKERS) console.log('WINDOW-START')
     const p = await produce(client, topic)
     await c.done()
+    if (process.env.BENCH_MARKERS) console.log('WINDOW-END')
     const s = c.stats()
     out = { ...p, received: s.received, dup: s.dup, last: s.last, ...summarize(s.lat) }
     if (spec.soak) Object.assign(out, pickSoak(s))
