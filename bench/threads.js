@@ -11,25 +11,30 @@ const { spawn, execSync } = require('node:child_process')
 const fs = require('node:fs')
 const path = require('node:path')
 const drivers = require('./drivers')
+const { APP, FLOOR, cdsConfig } = require('./participant')
 
 const [kind = 'redis', impl = 'ours', inflight = '100', n = '10000', reps = '1'] = process.argv.slice(2)
 const d = drivers[kind]
 if (!d || (impl !== 'floor' && !d[impl])) throw new Error(`unknown kind or participant '${kind}' '${impl}'`)
-const APP = path.join(__dirname, 'app')
-const FLOOR = { kind: 'bench-floor', impl: path.join(APP, 'peers', 'floor.js') }
 const BROKER = { amqp: 'pgrep -o beam.smp', redis: "pgrep -o -f 'redis-server .*:6379'" }
 
-/** utime + stime in ms and the context switches of every thread of `pid`, by thread id. */
+/** utime + stime in ms of a `/proc/…/stat` file (clock ticks of 10 ms: Linux's USER_HZ of 100). */
+function cpuMs(file) {
+  const stat = fs.readFileSync(file, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[11]) + Number(f[12])) * 10
+}
+
+/** CPU in ms and the context switches of every thread of `pid`, by thread id. */
 function threads(pid) {
   const out = {}
   for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
     try {
-      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      const ms = cpuMs(`/proc/${pid}/task/${tid}/stat`)
       const status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8')
       const cs = Number(/\nvoluntary_ctxt_switches:\s+(\d+)/.exec(status)[1]) + Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(status)[1])
       const name = Number(tid) === pid ? 'main (JS)' : fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim().replace(/[-\d]+$/, '').replace(/^node$/, 'V8 and libuv helpers')
-      out[tid] = { name, ms: (Number(f[11]) + Number(f[12])) * (1000 / 100), cs }
+      out[tid] = { name, ms, cs }
     } catch {
       // the thread ended meanwhile
     }
@@ -37,19 +42,11 @@ function threads(pid) {
   return out
 }
 
-const processMs = pid => {
-  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const s = f.slice(f.lastIndexOf(')') + 2).split(' ')
-  return (Number(s[11]) + Number(s[12])) * 10
-}
-
 async function once() {
   const topic = `threads.${kind}.${process.pid}.${Date.now()}`
   const ctx = d.prepare ? await d.prepare({ topic }) : {}
   const config = impl === 'floor' ? FLOOR : d[impl](ctx)
   const spec = { driver: kind, impl, size: 1024, inflight: Number(inflight), n: Number(n), topic, config, timeoutMs: 120000, idleMs: 3000 }
-  const { $log, ...messaging } = config
-  const levels = $log || Object.fromEntries(['messaging', 'redis-messaging', 'enterprise-messaging-amqp', 'enterprise-messaging-shared', 'file-based-messaging', messaging.kind].filter(Boolean).map(k => [k, 'warn']))
   let broker = null
   try {
     broker = BROKER[kind] ? Number(execSync(BROKER[kind], { encoding: 'utf8' }).trim()) || null : null
@@ -58,7 +55,7 @@ async function once() {
   }
   const child = spawn(process.execPath, [path.join(__dirname, 'worker.js'), 'both', JSON.stringify(spec)], {
     cwd: APP,
-    env: { ...process.env, BENCH_MARKERS: '1', CDS_CONFIG: JSON.stringify({ requires: { messaging }, log: { levels } }), NODE_ENV: 'production' },
+    env: { ...process.env, BENCH_MARKERS: '1', CDS_CONFIG: cdsConfig(spec), NODE_ENV: 'production' },
     stdio: ['ignore', 'pipe', 'inherit']
   })
   let out = ''
@@ -70,11 +67,11 @@ async function once() {
     out += chunk
     if (!start && out.includes('WINDOW-START')) {
       start = threads(child.pid)
-      if (broker) brokerStart = processMs(broker)
+      if (broker) brokerStart = cpuMs(`/proc/${broker}/stat`)
     }
     if (!end && out.includes('WINDOW-END')) {
       end = threads(child.pid)
-      if (broker) brokerEnd = processMs(broker)
+      if (broker) brokerEnd = cpuMs(`/proc/${broker}/stat`)
     }
   })
   const code = await new Promise(resolve => child.on('exit', resolve))
