@@ -100,6 +100,7 @@ pub(super) async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<d
             idle: el.state.events.is_empty() && lock(&conn.fifo).is_empty(),
         };
         if nudge.due(now) {
+            // (`due` counted it as written; a failed write ends the connection at the next poll)
             write_pingreq(&mut el).await;
         }
         let polled = el.poll().await;
@@ -172,15 +173,17 @@ pub(super) async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<d
                             break;
                         }
                         _ = conn.acks_queued.notified() => {
-                            if write_acks(&mut el, &conn, epoch, &Ok(Event::Outgoing(Outgoing::PingReq))).await {
+                            let event = Ok(Event::Outgoing(Outgoing::PingReq));
+                            if write_acks(&mut el, &conn, epoch, &event).await {
                                 nudge.wrote();
                             }
                         }
                         // Nothing acknowledged for a keep-alive period: a PINGREQ keeps the broker
                         // from closing a connection that only waits for its handlers.
                         _ = tokio::time::sleep(conn.settings.keep_alive) => {
-                            write_pingreq(&mut el).await;
-                            nudge.wrote();
+                            if write_pingreq(&mut el).await {
+                                nudge.wrote();
+                            }
                         }
                     }
                 }
@@ -330,13 +333,14 @@ pub(super) async fn run(mut el: EventLoop, conn: Arc<Conn>, events: Option<Arc<d
     }
 }
 
-/// Writes a PINGREQ straight to the connection (see [`super::nudge`]). A failure shows up as an
-/// error of the next poll.
-async fn write_pingreq(el: &mut EventLoop) {
-    if let Some(network) = el.network.as_mut() {
-        if network.write(Packet::PingReq).await.is_ok() {
-            let _ = network.flush().await;
+/// Writes a PINGREQ straight to the connection (see [`super::nudge`]); `true` when it went out. A
+/// failure shows up as an error of the next poll.
+async fn write_pingreq(el: &mut EventLoop) -> bool {
+    match el.network.as_mut() {
+        Some(network) => {
+            network.write(Packet::PingReq).await.is_ok() && network.flush().await.is_ok()
         }
+        None => false,
     }
 }
 

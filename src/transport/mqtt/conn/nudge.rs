@@ -13,10 +13,11 @@
 //! hold PUBACKs behind it), and only when we wrote nothing since: any packet we write carries our
 //! TCP ACK for what arrived before it. (Without that last condition every emit made one at 1 in
 //! flight: the PUBACK of one emit arrived, the next emit's PUBLISH went out and then waited for its
-//! PUBACK, and a PINGREQ followed it, doubling the broker's work per message.) A PINGRESP after which no PUBACK came leads to no second PINGREQ, so a
-//! broker that is slow to acknowledge gets at most two PINGREQs per segment of PUBACKs it sends,
-//! never a stream of them. The PINGREQ is written past rumqttc's keep-alive state (a PINGRESP is
-//! always allowed).
+//! PUBACK, and a PINGREQ followed it, doubling the broker's work per message.)
+//!
+//! A PINGRESP after which no PUBACK came leads to no second PINGREQ, so a broker that is slow to
+//! acknowledge gets at most two PINGREQs per segment of PUBACKs it sends, never a stream of them.
+//! The PINGREQ is written past rumqttc's keep-alive state (a PINGRESP is always allowed).
 
 /// What the connection loop knows when it decides whether to nudge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
